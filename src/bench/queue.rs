@@ -1,0 +1,252 @@
+//! `coinpilot bench queue`: in a fresh database, bulk-enqueue N `noop` jobs, enqueue 2,000
+//! one by one (each in its own transaction), drain everything with a separate worker
+//! process of C slots (timed from the worker's start until no job is unfinished), then
+//! measure idle pickup latency (enqueue → claim, 200 single jobs on the idle worker) and
+//! the worker's peak RSS.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::cli::{print_json, CliError};
+use crate::clock::{Clock, SystemClock};
+use crate::db::{self, Target};
+use crate::queue::{admin, enqueue, enqueue_many, NewJob};
+
+#[derive(Debug, Args)]
+pub struct QueueBenchArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: usize,
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: usize,
+    /// Jobs enqueued one by one, each in its own transaction.
+    #[arg(long, default_value_t = 2_000)]
+    pub single: usize,
+    /// Single jobs for the idle pickup latency.
+    #[arg(long, default_value_t = 200)]
+    pub pickups: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueueBenchResult {
+    pub jobs: usize,
+    pub concurrency: usize,
+    pub enqueue_bulk_jobs_per_s: f64,
+    pub enqueue_single_jobs_per_s: f64,
+    pub drain_jobs_per_s: f64,
+    pub pickup_latency_p50_ms: f64,
+    pub pickup_latency_p99_ms: f64,
+    pub worker_peak_rss_mib: f64,
+}
+
+const QUEUE: &str = "bench";
+
+pub async fn run(a: QueueBenchArgs, json: bool) -> Result<(), CliError> {
+    if a.jobs == 0 || a.concurrency == 0 {
+        return Err(CliError::BadInput(
+            "--jobs and --concurrency must be at least 1".into(),
+        ));
+    }
+    let target = db::resolve_target().await?;
+    let (admin_pool, name, url) = fresh_database(&target).await?;
+    let pool = db::connect(&Target::Url(url.clone()), 4).await?;
+    db::migrate(&pool).await?;
+    let result = measure(&a, &pool, &url).await;
+    pool.close().await;
+    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&admin_pool)
+    .await;
+    if let Err(e) = dropped {
+        tracing::warn!(error = %e, database = %name, "could not drop the benchmark database");
+    }
+    let r = result?;
+    if json {
+        print_json(&r)
+    } else {
+        println!(
+            "queue benchmark: {} jobs, concurrency {}",
+            r.jobs, r.concurrency
+        );
+        println!(
+            "  bulk enqueue    {:>10.0} jobs/s",
+            r.enqueue_bulk_jobs_per_s
+        );
+        println!(
+            "  single enqueue  {:>10.0} jobs/s",
+            r.enqueue_single_jobs_per_s
+        );
+        println!("  drain           {:>10.0} jobs/s", r.drain_jobs_per_s);
+        println!(
+            "  pickup latency  p50 {:.2} ms, p99 {:.2} ms",
+            r.pickup_latency_p50_ms, r.pickup_latency_p99_ms
+        );
+        println!("  worker peak RSS {:.1} MiB", r.worker_peak_rss_mib);
+        Ok(())
+    }
+}
+
+/// Creates `coinpilot_bench_<pid>` beside the target database; returns a URL to it.
+async fn fresh_database(target: &Target) -> Result<(PgPool, String, String), CliError> {
+    let admin_pool = db::connect(target, 1).await?;
+    let name = format!("coinpilot_bench_{}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\""
+    )))
+    .execute(&admin_pool)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&admin_pool)
+        .await?;
+    let url = target
+        .connect_options()?
+        .database(&name)
+        .to_url_lossy()
+        .to_string();
+    Ok((admin_pool, name, url))
+}
+
+async fn measure(
+    a: &QueueBenchArgs,
+    pool: &PgPool,
+    url: &str,
+) -> Result<QueueBenchResult, CliError> {
+    let clock = SystemClock;
+    let job = NewJob::new("noop", serde_json::json!({})).with_queue(QUEUE);
+
+    let jobs: Vec<NewJob> = (0..a.jobs).map(|_| job.clone()).collect();
+    let t = Instant::now();
+    let mut tx = pool.begin().await?;
+    for chunk in jobs.chunks(10_000) {
+        enqueue_many(&mut tx, clock.now(), chunk).await?;
+    }
+    tx.commit().await?;
+    let bulk = a.jobs as f64 / t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    for _ in 0..a.single {
+        let mut tx = pool.begin().await?;
+        enqueue(&mut tx, clock.now(), &job).await?;
+        tx.commit().await?;
+    }
+    let single = a.single as f64 / t.elapsed().as_secs_f64();
+
+    let total = a.jobs + a.single;
+    let mut worker = spawn_worker(url, a.concurrency)?;
+    let t = Instant::now();
+    while admin::count_unfinished(pool).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain = total as f64 / t.elapsed().as_secs_f64();
+
+    let (p50, p99) = pickup_latency(pool, a.pickups).await?;
+    let rss = peak_rss_mib(worker.id());
+    stop_worker(&mut worker).await?;
+    Ok(QueueBenchResult {
+        jobs: a.jobs,
+        concurrency: a.concurrency,
+        enqueue_bulk_jobs_per_s: bulk.round(),
+        enqueue_single_jobs_per_s: single.round(),
+        drain_jobs_per_s: drain.round(),
+        pickup_latency_p50_ms: p50,
+        pickup_latency_p99_ms: p99,
+        worker_peak_rss_mib: rss,
+    })
+}
+
+fn spawn_worker(url: &str, concurrency: usize) -> Result<tokio::process::Child, CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Other(format!("cannot find own binary: {e}")))?;
+    tokio::process::Command::new(exe)
+        .args([
+            "worker",
+            "--queues",
+            QUEUE,
+            "--concurrency",
+            &concurrency.to_string(),
+            "--name",
+            "bench-worker",
+        ])
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| CliError::Other(format!("cannot start the worker process: {e}")))
+}
+
+async fn stop_worker(child: &mut tokio::process::Child) -> Result<(), CliError> {
+    if let Some(pid) = child.id() {
+        // SIGTERM: the graceful path.
+        let status = tokio::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status()
+            .await;
+        if let Err(e) = status {
+            tracing::warn!(error = %e, "could not signal the worker");
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(40), child.wait()).await {
+        Ok(Ok(_)) => Ok(()),
+        _ => {
+            child
+                .kill()
+                .await
+                .map_err(|e| CliError::Other(format!("cannot stop the worker: {e}")))?;
+            Ok(())
+        }
+    }
+}
+
+/// Enqueue → claim for single jobs on the idle worker, from the rows' own timestamps.
+async fn pickup_latency(pool: &PgPool, n: usize) -> Result<(f64, f64), CliError> {
+    let clock = SystemClock;
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let job = NewJob::new("noop", serde_json::json!({})).with_queue(QUEUE);
+        let mut conn = pool.acquire().await?;
+        ids.push(enqueue(&mut conn, clock.now(), &job).await?.id.0);
+        drop(conn);
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    while admin::count_unfinished(pool).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ms: Vec<f64> = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM started_at - created_at) * 1000)::float8 FROM jobs WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        ms.get(((ms.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok((round2(pct(0.5)), round2(pct(0.99))))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Peak resident set (VmHWM) of a process, in MiB.
+fn peak_rss_mib(pid: Option<u32>) -> f64 {
+    pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| round2(kb / 1024.0))
+}

@@ -1,0 +1,242 @@
+//! `up`, `worker`, `db`: the long-running commands and the embedded cluster.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::CliError;
+use crate::clock::{self, SharedClock};
+use crate::db;
+use crate::queue::builtin::register_builtins;
+use crate::queue::{HandlerRegistry, Worker, WorkerConfig};
+use crate::web;
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Queues to serve, comma separated; `name=N` limits this worker to N slots on it.
+    /// Default: every queue a registered job kind uses, and `default`.
+    #[arg(long)]
+    pub queues: Option<String>,
+    /// Concurrent jobs on this worker.
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: usize,
+    /// Worker name (default: host-pid).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lease duration in seconds; renewed every third of it while a job runs.
+    #[arg(long, default_value_t = 60.0)]
+    pub lease: f64,
+    /// Seconds between polls when no notification arrives.
+    #[arg(long, default_value_t = 1.0)]
+    pub poll: f64,
+    /// Seconds between rescuer rounds.
+    #[arg(long, default_value_t = 5.0)]
+    pub rescue_interval: f64,
+    /// Seconds running jobs get to finish at shutdown before they are released.
+    #[arg(long, default_value_t = 30.0)]
+    pub shutdown_grace: f64,
+    /// Serve /healthz, /readyz and /metrics on this address.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Print where the database is (the embedded cluster's directories, or the URL).
+    Info,
+    /// Stop the embedded cluster (it is left running between starts).
+    Stop,
+}
+
+pub fn registry() -> HandlerRegistry {
+    let mut r = HandlerRegistry::new();
+    register_builtins(&mut r);
+    r
+}
+
+pub async fn connect_and_migrate(max: u32) -> Result<PgPool, CliError> {
+    let target = db::resolve_target().await?;
+    let pool = db::connect(&target, max).await?;
+    db::migrate(&pool).await?;
+    tracing::info!(database = %target.describe(), "database ready");
+    Ok(pool)
+}
+
+fn secs(s: f64, flag: &str) -> Result<Duration, CliError> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            CliError::BadInput(format!(
+                "{flag} must be a positive number of seconds, got {s}"
+            ))
+        })
+}
+
+fn worker_config(a: &WorkerArgs, registry: &HandlerRegistry) -> Result<WorkerConfig, CliError> {
+    let queues = match &a.queues {
+        Some(spec) => WorkerConfig::parse_queues(spec)?,
+        None => default_queues(registry),
+    };
+    if queues.is_empty() {
+        return Err(CliError::BadInput("--queues names no queue".into()));
+    }
+    if a.concurrency == 0 {
+        return Err(CliError::BadInput(
+            "--concurrency must be at least 1".into(),
+        ));
+    }
+    let name = a.name.clone().unwrap_or_else(default_worker_name);
+    Ok(WorkerConfig {
+        name,
+        queues,
+        concurrency: a.concurrency,
+        lease: secs(a.lease, "--lease")?,
+        poll_interval: secs(a.poll, "--poll")?,
+        rescue_interval: secs(a.rescue_interval, "--rescue-interval")?,
+        shutdown_grace: secs(a.shutdown_grace, "--shutdown-grace")?,
+    })
+}
+
+fn default_queues(registry: &HandlerRegistry) -> Vec<(String, Option<usize>)> {
+    let mut qs: Vec<String> = registry
+        .kinds()
+        .filter_map(|k| registry.get(k))
+        .map(|h| h.options().queue)
+        .collect();
+    qs.push(crate::queue::job::DEFAULT_QUEUE.to_string());
+    qs.sort();
+    qs.dedup();
+    qs.into_iter().map(|q| (q, None)).collect()
+}
+
+pub fn default_worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Fires on SIGTERM or SIGINT.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down gracefully"),
+            _ = term => tracing::info!("SIGTERM: shutting down gracefully"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+pub async fn worker(a: WorkerArgs) -> Result<(), CliError> {
+    run_worker(a, false).await
+}
+
+pub async fn up(a: UpArgs) -> Result<(), CliError> {
+    let mut w = a.worker;
+    if w.listen.is_none() {
+        w.listen = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
+    }
+    run_worker(w, true).await
+}
+
+async fn run_worker(a: WorkerArgs, is_up: bool) -> Result<(), CliError> {
+    let registry = registry();
+    let config = worker_config(&a, &registry)?;
+    let pool = connect_and_migrate((config.concurrency as u32 + 6).min(50)).await?;
+    let clock: SharedClock = clock::system();
+    let shutdown = shutdown_on_signals();
+    let http = match a.listen {
+        Some(addr) => Some(start_ops_server(&pool, &clock, addr, shutdown.clone()).await?),
+        None => None,
+    };
+    let queues: Vec<&str> = config.queues.iter().map(|(q, _)| q.as_str()).collect();
+    tracing::info!(worker = %config.name, queues = ?queues, concurrency = config.concurrency,
+        mode = if is_up { "up" } else { "worker" }, "worker started");
+    if let Some((addr, _)) = &http {
+        println!(
+            "coinpilot is running: http://{addr}/healthz  http://{addr}/metrics  (Ctrl-C to stop)"
+        );
+    }
+    let worker = Worker::new(pool.clone(), clock, registry, config);
+    worker.run(shutdown.clone()).await?;
+    shutdown.cancel();
+    if let Some((_, h)) = http {
+        if let Err(e) = h.await {
+            tracing::warn!(error = %e, "HTTP server task ended badly");
+        }
+    }
+    pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn start_ops_server(
+    pool: &PgPool,
+    clock: &SharedClock,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), CliError> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| CliError::Other(format!("cannot install the metrics recorder: {e}")))?;
+    let state = web::OpsState {
+        pool: pool.clone(),
+        clock: clock.clone(),
+        metrics: Some(handle),
+        metrics_token: std::env::var("COINPILOT_METRICS_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Arc::from),
+    };
+    web::serve(web::ops_router(state), addr, shutdown)
+        .await
+        .map_err(|e| CliError::Other(format!("cannot listen on {addr}: {e}")))
+}
+
+pub async fn db(cmd: DbCommand) -> Result<(), CliError> {
+    match cmd {
+        DbCommand::Info => {
+            let target = match std::env::var("DATABASE_URL") {
+                Ok(u) if !u.is_empty() => db::Target::Url(u),
+                _ => db::Target::Embedded(db::embedded::Cluster::default_location()?),
+            };
+            println!("{}", target.describe());
+        }
+        DbCommand::Stop => {
+            let cluster = db::embedded::Cluster::default_location()?;
+            tokio::task::spawn_blocking(move || cluster.stop())
+                .await
+                .map_err(|e| CliError::Other(e.to_string()))??;
+            println!("embedded PostgreSQL stopped");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Claiming jobs and every lease-checked state change of a running job. Each statement
+//! here matches `state = 'running' AND lease_token = $token`, so a worker that lost its
+//! lease (rescued, cancelled, discarded by hand) can never touch the job's next attempt.
+//! The transitions are the rows of [`JobState::transition`](super::job::JobState::transition).
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
+use sqlx::{PgConnection, PgExecutor};
+
+use super::job::{Job, JobEvent, JobId, JobState};
+use super::QueueError;
+
+/// Claims up to `$3` due jobs of queue `$1` for worker `$4`.
+///
+/// Locks: `FOR UPDATE SKIP LOCKED` on the selected rows, so concurrent claimers never wait
+/// on each other and never get the same row; the `UPDATE` then holds those row locks until
+/// the statement's transaction commits (autocommit: at once). Index: `jobs_claim_idx`
+/// (queue, priority, run_at, id) WHERE state = 'available' — the scan reads only available
+/// rows, in claim order. A paused queue (row in `queues`) yields nothing.
+const CLAIM_BATCH: &str = "
+WITH next AS (
+    SELECT id FROM jobs
+    WHERE state = 'available' AND queue = $1 AND run_at <= $2
+      AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $1 AND paused)
+    ORDER BY priority, run_at, id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET state = 'running', attempt = j.attempt + 1, started_at = $2, worker = $4,
+    lease_token = nextval('job_lease_token_seq'),
+    lease_expires_at = $2 + make_interval(secs => $5)
+FROM next WHERE j.id = next.id
+RETURNING j.*";
+
+/// Completes a batch of jobs whose handlers did not use a transaction. Row locks on the
+/// matched rows only; rows whose lease token no longer matches are left alone.
+const COMPLETE_BATCH: &str = "
+UPDATE jobs j
+SET state = 'completed', finished_at = $4, output = c.output,
+    lease_token = NULL, lease_expires_at = NULL
+FROM UNNEST($1::bigint[], $2::bigint[], $3::jsonb[]) AS c(id, token, output)
+WHERE j.id = c.id AND j.lease_token = c.token AND j.state = 'running'
+RETURNING j.id";
+
+/// Completes one job inside the handler's own transaction (its writes commit with it).
+const COMPLETE_ONE: &str = "
+UPDATE jobs SET state = 'completed', finished_at = $3, output = $4,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING *";
+
+/// Records a failed attempt: back to `available` at `$4` (retry) or `discarded`.
+const FAIL_ONE: &str = "
+UPDATE jobs SET state = $3, run_at = $4, errors = errors || $5::jsonb,
+    finished_at = CASE WHEN $3 = 'discarded'::job_state THEN $6 END,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING *";
+
+/// Gives the attempt back (snooze, or release at shutdown): `available` at `$3`.
+const GIVE_BACK: &str = "
+UPDATE jobs j SET state = 'available', attempt = j.attempt - 1, run_at = $3,
+    lease_token = NULL, lease_expires_at = NULL
+FROM UNNEST($1::bigint[], $2::bigint[]) AS g(id, token)
+WHERE j.id = g.id AND j.lease_token = g.token AND j.state = 'running'
+RETURNING j.id";
+
+/// Claims up to `limit` due jobs from `queue`.
+pub async fn claim_batch(
+    db: impl PgExecutor<'_>,
+    queue: &str,
+    now: DateTime<Utc>,
+    limit: i64,
+    worker: &str,
+    lease: std::time::Duration,
+) -> Result<Vec<Job>, QueueError> {
+    debug_assert!(JobState::Available.transition(JobEvent::Claim).is_ok());
+    let rows = sqlx::query(CLAIM_BATCH)
+        .bind(queue)
+        .bind(now)
+        .bind(limit)
+        .bind(worker)
+        .bind(lease.as_secs_f64())
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|r| Job::from_row(r).map_err(QueueError::from))
+        .collect()
+}
+
+/// A finished handler's result waiting to be written in a batch.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: JobId,
+    pub token: i64,
+    pub output: Option<Value>,
+}
+
+/// Completes a batch; returns the ids whose lease still held (the others are refused).
+pub async fn complete_batch(
+    db: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+    batch: &[Completion],
+) -> Result<Vec<JobId>, QueueError> {
+    let ids: Vec<i64> = batch.iter().map(|c| c.id.0).collect();
+    let tokens: Vec<i64> = batch.iter().map(|c| c.token).collect();
+    let outputs: Vec<Option<Value>> = batch.iter().map(|c| c.output.clone()).collect();
+    let done: Vec<i64> = sqlx::query_scalar(COMPLETE_BATCH)
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&outputs)
+        .bind(now)
+        .fetch_all(db)
+        .await?;
+    Ok(done.into_iter().map(JobId).collect())
+}
+
+/// Completes one job in the caller's transaction; `None` when the lease was lost.
+pub async fn complete_one(
+    tx: &mut PgConnection,
+    id: JobId,
+    token: i64,
+    now: DateTime<Utc>,
+    output: Option<&Value>,
+) -> Result<Option<Job>, QueueError> {
+    JobState::Running.transition(JobEvent::Complete)?;
+    let row = sqlx::query(COMPLETE_ONE)
+        .bind(id.0)
+        .bind(token)
+        .bind(now)
+        .bind(output)
+        .fetch_optional(tx)
+        .await?;
+    Ok(row.as_ref().map(Job::from_row).transpose()?)
+}
+
+/// One failed attempt, as stored in `jobs.errors`.
+#[derive(Debug, Clone)]
+pub struct AttemptError {
+    pub attempt: i32,
+    /// error | panic | timeout | rescued | permanent | args
+    pub kind: &'static str,
+    pub message: String,
+    pub chain: Vec<String>,
+}
+
+impl AttemptError {
+    pub fn to_json(&self, at: DateTime<Utc>) -> Value {
+        json!({
+            "attempt": self.attempt,
+            "at": at,
+            "kind": self.kind,
+            "message": self.message,
+            "chain": self.chain,
+        })
+    }
+}
+
+/// Where a failed attempt goes: `Some(retry time)` or `None` for discard.
+pub fn next_after_failure(
+    attempt: i32,
+    max_attempts: i32,
+    permanent: bool,
+    now: DateTime<Utc>,
+    backoff: Duration,
+) -> Option<DateTime<Utc>> {
+    if permanent || attempt >= max_attempts {
+        None
+    } else {
+        Some(now + backoff)
+    }
+}
+
+/// Records a failed attempt under the lease; returns the updated job, `None` if the lease
+/// was lost (then nothing changed).
+pub async fn fail_one(
+    db: impl PgExecutor<'_>,
+    id: JobId,
+    token: i64,
+    now: DateTime<Utc>,
+    retry_at: Option<DateTime<Utc>>,
+    error: &AttemptError,
+) -> Result<Option<Job>, QueueError> {
+    let (state, run_at) = match retry_at {
+        Some(at) => (JobState::Running.transition(JobEvent::Retry)?, at),
+        None => (JobState::Running.transition(JobEvent::Discard)?, now),
+    };
+    let row = sqlx::query(FAIL_ONE)
+        .bind(id.0)
+        .bind(token)
+        .bind(state)
+        .bind(run_at)
+        .bind(Value::Array(vec![error.to_json(now)]))
+        .bind(now)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.as_ref().map(Job::from_row).transpose()?)
+}
+
+/// Gives attempts back (snooze to `run_at`, or release at shutdown with `run_at = now`).
+pub async fn give_back(
+    db: impl PgExecutor<'_>,
+    leases: &[(JobId, i64)],
+    run_at: DateTime<Utc>,
+) -> Result<Vec<JobId>, QueueError> {
+    JobState::Running.transition(JobEvent::GiveBack)?;
+    let ids: Vec<i64> = leases.iter().map(|(id, _)| id.0).collect();
+    let tokens: Vec<i64> = leases.iter().map(|(_, t)| *t).collect();
+    let done: Vec<i64> = sqlx::query_scalar(GIVE_BACK)
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(run_at)
+        .fetch_all(db)
+        .await?;
+    Ok(done.into_iter().map(JobId).collect())
+}

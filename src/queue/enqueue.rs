@@ -1,0 +1,211 @@
+//! Putting jobs into the queue, always through the caller's connection or transaction: a
+//! job becomes visible only if the caller's business write commits (SPEC A1).
+//!
+//! Both statements `NOTIFY` the job's queue on the `coinpilot_jobs` channel when the job is
+//! due now. PostgreSQL folds identical notifications of one transaction into one, so a
+//! transaction that enqueues many jobs wakes each queue's workers once.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, Row};
+
+use super::job::{Enqueued, JobId, NewJob};
+use super::metrics as m;
+use super::QueueError;
+
+/// The channel workers `LISTEN` on; the payload is the queue name.
+pub const JOBS_CHANNEL: &str = "coinpilot_jobs";
+
+/// Inserts one job. A live job (available or running) with the same unique key wins: the
+/// insert does nothing (partial unique index `jobs_unique_key_idx`) and the caller gets
+/// that job's id with `duplicate = true`. Takes no lock beyond the new row's and the unique
+/// index entry's.
+const ENQUEUE_ONE: &str = "
+WITH ins AS (
+    INSERT INTO jobs (kind, queue, args, priority, run_at, max_attempts, timeout_ms, unique_key,
+                      workflow_run_id, workflow_step, copied_from, enqueued_by, created_at)
+    VALUES ($1, $2, $3, $4, coalesce($5, $13), $6, $7, $8, $9, $10, $11, $12, $13)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+    DO NOTHING
+    RETURNING id, queue, run_at
+)
+SELECT id,
+       (SELECT count(pg_notify('coinpilot_jobs', d.queue))
+        FROM (SELECT ins.queue WHERE ins.run_at <= $13) AS d) AS n
+FROM ins";
+
+/// The live holder of a unique key. Reads only; no lock.
+const FIND_LIVE_UNIQUE: &str =
+    "SELECT id FROM jobs WHERE unique_key = $1 AND state IN ('available', 'running')";
+
+/// Inserts many jobs in one statement from parallel arrays (`UNNEST`), one `NOTIFY` per due
+/// queue. Duplicates of live unique keys are skipped and reported by key.
+const ENQUEUE_MANY: &str = "
+WITH ins AS (
+    INSERT INTO jobs (kind, queue, args, priority, run_at, max_attempts, timeout_ms, unique_key,
+                      enqueued_by, created_at)
+    SELECT k, q, a, p, coalesce(r, $10), m, t, u, e, $10
+    FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::timestamptz[], $6::int4[],
+                $7::int4[], $8::text[], $9::text[]) AS x(k, q, a, p, r, m, t, u, e)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+    DO NOTHING
+    RETURNING id, queue, run_at, unique_key
+), woke AS (
+    SELECT count(pg_notify('coinpilot_jobs', queue)) AS n
+    FROM (SELECT DISTINCT queue FROM ins WHERE run_at <= $10) due
+)
+SELECT id, unique_key, (SELECT n FROM woke) AS n FROM ins ORDER BY id";
+
+/// Enqueues one job on the caller's connection (usually a transaction), at the clock's `now`.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    job: &NewJob,
+) -> Result<Enqueued, QueueError> {
+    job.validate()?;
+    // A live duplicate can finish between our insert and our look-up; then the insert is
+    // tried again. Two rounds always suffice unless the key churns faster than we query.
+    for _ in 0..3 {
+        let row = sqlx::query(ENQUEUE_ONE)
+            .bind(&job.kind)
+            .bind(&job.queue)
+            .bind(&job.args)
+            .bind(job.priority)
+            .bind(job.run_at)
+            .bind(job.max_attempts)
+            .bind(job.timeout_ms)
+            .bind(&job.unique_key)
+            .bind(job.workflow_run_id)
+            .bind(&job.workflow_step)
+            .bind(job.copied_from)
+            .bind(&job.enqueued_by)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = row {
+            m::enqueued(&job.queue, &job.kind, 1);
+            return Ok(Enqueued {
+                id: JobId(row.try_get("id")?),
+                duplicate: false,
+            });
+        }
+        let existing: Option<i64> = sqlx::query_scalar(FIND_LIVE_UNIQUE)
+            .bind(&job.unique_key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(id) = existing {
+            return Ok(Enqueued {
+                id: JobId(id),
+                duplicate: true,
+            });
+        }
+    }
+    Err(QueueError::InvalidInput(format!(
+        "unique key {:?} kept changing hands while enqueueing",
+        job.unique_key
+    )))
+}
+
+/// Column arrays for [`ENQUEUE_MANY`].
+#[derive(Default)]
+struct Columns {
+    kind: Vec<String>,
+    queue: Vec<String>,
+    args: Vec<Value>,
+    priority: Vec<i16>,
+    run_at: Vec<Option<DateTime<Utc>>>,
+    max_attempts: Vec<i32>,
+    timeout_ms: Vec<Option<i32>>,
+    unique_key: Vec<Option<String>>,
+    enqueued_by: Vec<Option<String>>,
+}
+
+impl Columns {
+    fn from_jobs(jobs: &[NewJob]) -> Result<Self, QueueError> {
+        let mut c = Columns::default();
+        for job in jobs {
+            job.validate()?;
+            if job.workflow_run_id.is_some() || job.copied_from.is_some() {
+                return Err(QueueError::InvalidInput(
+                    "bulk enqueue does not take workflow steps or copies; enqueue them one by one"
+                        .into(),
+                ));
+            }
+            c.kind.push(job.kind.clone());
+            c.queue.push(job.queue.clone());
+            c.args.push(job.args.clone());
+            c.priority.push(job.priority);
+            c.run_at.push(job.run_at);
+            c.max_attempts.push(job.max_attempts);
+            c.timeout_ms.push(job.timeout_ms);
+            c.unique_key.push(job.unique_key.clone());
+            c.enqueued_by.push(job.enqueued_by.clone());
+        }
+        Ok(c)
+    }
+}
+
+/// Enqueues many jobs in one statement. Returns one [`Enqueued`] per input, in input order;
+/// inputs whose unique key was already live come back as `duplicate` with that job's id.
+pub async fn enqueue_many(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    jobs: &[NewJob],
+) -> Result<Vec<Enqueued>, QueueError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let c = Columns::from_jobs(jobs)?;
+    let rows = sqlx::query(ENQUEUE_MANY)
+        .bind(&c.kind)
+        .bind(&c.queue)
+        .bind(&c.args)
+        .bind(&c.priority)
+        .bind(&c.run_at)
+        .bind(&c.max_attempts)
+        .bind(&c.timeout_ms)
+        .bind(&c.unique_key)
+        .bind(&c.enqueued_by)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+    // Identity values are assigned in UNNEST order, so inserted ids ascend in input order;
+    // the rows missing from RETURNING are exactly the duplicates.
+    let mut inserted = rows.iter();
+    let mut inserted_keys = std::collections::HashSet::new();
+    let mut next = inserted.next();
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let key_taken_here = job
+            .unique_key
+            .as_ref()
+            .is_some_and(|k| inserted_keys.contains(k));
+        match next {
+            Some(row)
+                if !key_taken_here
+                    && row.try_get::<Option<String>, _>("unique_key")? == job.unique_key =>
+            {
+                if let Some(k) = &job.unique_key {
+                    inserted_keys.insert(k.clone());
+                }
+                out.push(Enqueued {
+                    id: JobId(row.try_get("id")?),
+                    duplicate: false,
+                });
+                m::enqueued(&job.queue, &job.kind, 1);
+                next = inserted.next();
+            }
+            _ => {
+                let id: i64 = sqlx::query_scalar(FIND_LIVE_UNIQUE)
+                    .bind(&job.unique_key)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                out.push(Enqueued {
+                    id: JobId(id),
+                    duplicate: true,
+                });
+            }
+        }
+    }
+    Ok(out)
+}

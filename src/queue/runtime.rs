@@ -1,0 +1,354 @@
+//! The worker runtime: the claim loop, and the services it starts beside it (listener,
+//! heartbeat, rescuer, completer). A worker serves some queues with a number of slots;
+//! it claims at most its free slots, runs each job in its own task, and on shutdown stops
+//! claiming, lets running jobs finish within the grace period, then releases the rest.
+//!
+//! Options (defaults): `concurrency` 10, `lease` 60 s, `poll_interval` 1 s,
+//! `rescue_interval` 5 s, `shutdown_grace` 30 s, per-queue limits none.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{broadcast, mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::claim::{claim_batch, give_back, Completion};
+use super::exec::{Completer, JobRunner};
+use super::handler::HandlerRegistry;
+use super::heartbeat::Heartbeat;
+use super::job::{Job, JobId};
+use super::notify::Listener;
+use super::rescue::Rescuer;
+use super::tracker::{StopReason, Tracker};
+use super::QueueError;
+use crate::clock::SharedClock;
+
+/// Called in the job's transaction when a job that belongs to a workflow run completes or
+/// is discarded, so the next steps are enqueued atomically with the completion.
+pub trait CompletionHook: Send + Sync {
+    fn on_completed<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        job: &'a Job,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), QueueError>>;
+    fn on_discarded<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        job: &'a Job,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), QueueError>>;
+}
+
+/// Test and observability signals: tests wait on these instead of sleeping.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerEvent {
+    Claimed(JobId),
+    Completed(JobId),
+    Failed {
+        id: JobId,
+        discarded: bool,
+    },
+    Snoozed(JobId),
+    Released(JobId),
+    /// A handler stopped because its lease was lost or it was cancelled by hand.
+    Stopped(JobId),
+    /// A completion was refused because the lease was no longer ours.
+    Refused(JobId),
+    RescuerRan {
+        rescued: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub name: String,
+    /// Queue name → optional per-worker limit on that queue.
+    pub queues: Vec<(String, Option<usize>)>,
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub rescue_interval: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(name: impl Into<String>, queues: &[&str]) -> Self {
+        WorkerConfig {
+            name: name.into(),
+            queues: queues.iter().map(|q| (q.to_string(), None)).collect(),
+            concurrency: 10,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            rescue_interval: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+
+    /// Parses `--queues` entries like `default`, `market=2` (limit 2 slots on `market`).
+    pub fn parse_queues(spec: &str) -> Result<Vec<(String, Option<usize>)>, QueueError> {
+        spec.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.split_once('=') {
+                None => Ok((s.to_string(), None)),
+                Some((q, n)) => n
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(|n| (q.trim().to_string(), Some(n)))
+                    .ok_or_else(|| {
+                        QueueError::InvalidInput(format!(
+                            "--queues: `{s}`: the limit after `=` must be a positive integer"
+                        ))
+                    }),
+            })
+            .collect()
+    }
+}
+
+/// A worker process's job engine.
+pub struct Worker {
+    pub(crate) pool: PgPool,
+    pub(crate) clock: SharedClock,
+    pub(crate) registry: HandlerRegistry,
+    pub(crate) config: WorkerConfig,
+    pub(crate) hook: Option<Arc<dyn CompletionHook>>,
+    pub(crate) tracker: Tracker,
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) events: broadcast::Sender<WorkerEvent>,
+}
+
+impl Worker {
+    pub fn new(
+        pool: PgPool,
+        clock: SharedClock,
+        registry: HandlerRegistry,
+        config: WorkerConfig,
+    ) -> Self {
+        Worker {
+            pool,
+            clock,
+            registry,
+            config,
+            hook: None,
+            tracker: Tracker::default(),
+            wake: Arc::new(Notify::new()),
+            events: broadcast::channel(4096).0,
+        }
+    }
+
+    pub fn with_hook(mut self, hook: Arc<dyn CompletionHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Subscribe to [`WorkerEvent`]s (before calling [`Worker::run`]).
+    pub fn events(&self) -> broadcast::Receiver<WorkerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Runs until `shutdown` fires, then drains gracefully.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueueError> {
+        self.register().await?;
+        let services = CancellationToken::new();
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
+        let handles = self.start_services(&services, done_rx);
+        let runner = Arc::new(JobRunner::new(&self, done_tx));
+        let mut tasks = tokio::task::JoinSet::new();
+        let result = self.claim_loop(&shutdown, &runner, &mut tasks).await;
+        self.drain(&mut tasks).await;
+        drop(runner);
+        services.cancel();
+        for h in handles {
+            if let Err(e) = h.await {
+                tracing::error!(error = %e, "worker service task failed");
+            }
+        }
+        self.unregister().await;
+        result
+    }
+
+    fn start_services(
+        &self,
+        stop: &CancellationToken,
+        done_rx: mpsc::UnboundedReceiver<Completion>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let listener = Listener {
+            pool: self.pool.clone(),
+            queues: self.config.queues.iter().map(|(q, _)| q.clone()).collect(),
+            wake: self.wake.clone(),
+            tracker: self.tracker.clone(),
+        };
+        let heartbeat = Heartbeat {
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+            tracker: self.tracker.clone(),
+            lease: self.config.lease,
+            worker: self.config.name.clone(),
+        };
+        let rescuer = Rescuer {
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+            interval: self.config.rescue_interval,
+            hook: self.hook.clone(),
+            events: self.events.clone(),
+            wake: self.wake.clone(),
+        };
+        let completer = Completer {
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+            tracker: self.tracker.clone(),
+            events: self.events.clone(),
+            wake: self.wake.clone(),
+        };
+        vec![
+            listener.start(stop.clone()),
+            heartbeat.start(stop.clone()),
+            rescuer.start(stop.clone()),
+            // The completer ends when every sender is gone, after its last flush.
+            completer.start(done_rx),
+        ]
+    }
+
+    async fn claim_loop(
+        &self,
+        shutdown: &CancellationToken,
+        runner: &Arc<JobRunner>,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> Result<(), QueueError> {
+        let mut db_backoff = Duration::from_millis(50);
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            match self.claim_round(runner, tasks).await {
+                Ok(true) => continue, // got full batches: more may be waiting
+                Ok(false) => db_backoff = Duration::from_millis(50),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = db_backoff.as_millis() as u64, "claim failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(db_backoff) => {}
+                    }
+                    db_backoff = (db_backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims from each served queue up to its free slots. True when some batch was full.
+    async fn claim_round(
+        &self,
+        runner: &Arc<JobRunner>,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> Result<bool, QueueError> {
+        let mut full = false;
+        for (queue, limit) in &self.config.queues {
+            let (all, mine) = self.tracker.busy(queue);
+            let free_global = self.config.concurrency.saturating_sub(all);
+            let free = limit.map_or(free_global, |l| free_global.min(l.saturating_sub(mine)));
+            if free == 0 {
+                continue;
+            }
+            let now = self.clock.now();
+            let jobs = claim_batch(
+                &self.pool,
+                queue,
+                now,
+                free as i64,
+                &self.config.name,
+                self.config.lease,
+            )
+            .await?;
+            full |= jobs.len() == free;
+            for job in jobs {
+                let cancel = CancellationToken::new();
+                self.tracker
+                    .hold(job.id, lease_token(&job)?, queue, cancel.clone());
+                let _unobserved = self.events.send(WorkerEvent::Claimed(job.id));
+                let runner = runner.clone();
+                tasks.spawn(async move { runner.run(job, cancel).await });
+            }
+        }
+        Ok(full)
+    }
+
+    /// Graceful end: wait for handlers up to the grace period, then stop and release them.
+    async fn drain(&self, tasks: &mut tokio::task::JoinSet<()>) {
+        let graceful = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.config.shutdown_grace, graceful)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let ids: Vec<JobId> = self.tracker.lock().keys().copied().collect();
+        tracing::warn!(
+            jobs = ids.len(),
+            "shutdown grace period over; releasing unfinished jobs"
+        );
+        for id in ids {
+            self.tracker.stop(id, StopReason::Shutdown);
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn register(&self) -> Result<(), QueueError> {
+        let queues: Vec<String> = self.config.queues.iter().map(|(q, _)| q.clone()).collect();
+        sqlx::query(
+            "INSERT INTO workers (name, queues, concurrency, started_at, heartbeat_at)
+             VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (name) DO UPDATE SET queues = $2, concurrency = $3, started_at = $4, heartbeat_at = $4",
+        )
+        .bind(&self.config.name)
+        .bind(&queues)
+        .bind(self.config.concurrency as i32)
+        .bind(self.clock.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn unregister(&self) {
+        if let Err(e) = sqlx::query("DELETE FROM workers WHERE name = $1")
+            .bind(&self.config.name)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "could not remove the worker's row; it will show as stale");
+        }
+    }
+}
+
+fn lease_token(job: &Job) -> Result<i64, QueueError> {
+    job.lease_token.ok_or_else(|| {
+        QueueError::InvalidInput(format!("claimed job {} has no lease token", job.id))
+    })
+}
+
+/// Releases leases at once (attempt given back), e.g. for jobs stopped at shutdown.
+pub async fn release(
+    pool: &PgPool,
+    leases: &[(JobId, i64)],
+    now: DateTime<Utc>,
+) -> Result<Vec<JobId>, QueueError> {
+    give_back(pool, leases, now).await
+}
+
+/// Output as stored: `null` outputs are not stored.
+pub(crate) fn stored_output(out: Option<Value>) -> Option<Value> {
+    out.filter(|v| !v.is_null())
+}
+
+pub(crate) type EventSender = broadcast::Sender<WorkerEvent>;
