@@ -105,6 +105,7 @@ fn worker_config(a: &WorkerArgs, registry: &HandlerRegistry) -> Result<WorkerCon
         poll_interval: secs(a.poll, "--poll")?,
         rescue_interval: secs(a.rescue_interval, "--rescue-interval")?,
         shutdown_grace: secs(a.shutdown_grace, "--shutdown-grace")?,
+        claimers: if a.concurrency >= 4 { 2 } else { 1 },
     })
 }
 

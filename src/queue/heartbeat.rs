@@ -41,22 +41,33 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
+    /// Renewal and watchdog run as two loops, so a renewal stuck on a stalled database
+    /// never delays the watchdog.
     pub fn start(self, shutdown: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let renew_every = self.lease / 3;
-            let check_every = (self.lease / 10).min(Duration::from_secs(1));
-            let mut next_renew = Instant::now() + renew_every;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(check_every) => {}
+            let renewals = async {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(self.lease / 3) => {}
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = self.renew() => {}
+                    }
                 }
-                if Instant::now() >= next_renew {
-                    next_renew = Instant::now() + renew_every;
-                    self.renew().await;
+            };
+            let watchdog = async {
+                let check_every = (self.lease / 10).min(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(check_every) => {}
+                    }
+                    self.watchdog();
                 }
-                self.watchdog();
-            }
+            };
+            tokio::join!(renewals, watchdog);
         })
     }
 

@@ -74,6 +74,8 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     pub rescue_interval: Duration,
     pub shutdown_grace: Duration,
+    /// Claim loops running side by side (each claims only free slots).
+    pub claimers: usize,
 }
 
 impl WorkerConfig {
@@ -86,6 +88,7 @@ impl WorkerConfig {
             poll_interval: Duration::from_secs(1),
             rescue_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
+            claimers: 2,
         }
     }
 
@@ -160,9 +163,11 @@ impl Worker {
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
         let handles = self.start_services(&services, done_rx);
         let runner = Arc::new(JobRunner::new(&self, done_tx));
-        let mut tasks = tokio::task::JoinSet::new();
-        let result = self.claim_loop(&shutdown, &runner, &mut tasks).await;
-        self.drain(&mut tasks).await;
+        // Several claimers keep claim statements in flight back to back, so the commits of
+        // one overlap the round trips of another (PostgreSQL groups their WAL flushes).
+        let claimers =
+            (0..self.config.claimers.max(1)).map(|_| self.claim_then_drain(&shutdown, &runner));
+        let results = futures_util::future::join_all(claimers).await;
         drop(runner);
         services.cancel();
         for h in handles {
@@ -171,6 +176,17 @@ impl Worker {
             }
         }
         self.unregister().await;
+        results.into_iter().collect()
+    }
+
+    async fn claim_then_drain(
+        &self,
+        shutdown: &CancellationToken,
+        runner: &Arc<JobRunner>,
+    ) -> Result<(), QueueError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let result = self.claim_loop(shutdown, runner, &mut tasks).await;
+        self.drain(&mut tasks).await;
         result
     }
 
@@ -201,7 +217,7 @@ impl Worker {
             wake: self.wake.clone(),
         };
         let completer = Completer {
-            pool: self.pool.clone(),
+            pool: self.completion_pool(),
             clock: self.clock.clone(),
             tracker: self.tracker.clone(),
             events: self.events.clone(),
@@ -214,6 +230,20 @@ impl Worker {
             // The completer ends when every sender is gone, after its last flush.
             completer.start(done_rx),
         ]
+    }
+
+    /// Batched completions of handlers that wrote nothing of their own are committed
+    /// without waiting for the WAL flush (`synchronous_commit = off`): if PostgreSQL
+    /// crashes within that window the completion is lost, the lease expires and the job
+    /// runs again — at-least-once, never two at once, since the handler had already ended.
+    /// Claims stay synchronous: a lost claim could let two workers run a job together.
+    fn completion_pool(&self) -> PgPool {
+        let opts = (*self.pool.connect_options())
+            .clone()
+            .options([("synchronous_commit", "off")]);
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy_with(opts)
     }
 
     async fn claim_loop(
@@ -255,14 +285,12 @@ impl Worker {
     ) -> Result<bool, QueueError> {
         let mut full = false;
         for (queue, limit) in &self.config.queues {
-            let (all, mine) = self.tracker.busy(queue);
-            let free_global = self.config.concurrency.saturating_sub(all);
-            let free = limit.map_or(free_global, |l| free_global.min(l.saturating_sub(mine)));
+            let free = self.tracker.reserve(queue, self.config.concurrency, *limit);
             if free == 0 {
                 continue;
             }
             let now = self.clock.now();
-            let jobs = claim_batch(
+            let claimed = claim_batch(
                 &self.pool,
                 queue,
                 now,
@@ -270,12 +298,22 @@ impl Worker {
                 &self.config.name,
                 self.config.lease,
             )
-            .await?;
+            .await;
+            let jobs = match claimed {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    self.tracker.unreserve(queue, free);
+                    return Err(e);
+                }
+            };
             full |= jobs.len() == free;
-            for job in jobs {
-                let cancel = CancellationToken::new();
+            for job in &jobs {
                 self.tracker
-                    .hold(job.id, lease_token(&job)?, queue, cancel.clone());
+                    .hold(job.id, lease_token(job)?, queue, CancellationToken::new());
+            }
+            self.tracker.unreserve(queue, free);
+            for job in jobs {
+                let cancel = self.tracker.cancel_token(job.id);
                 let _unobserved = self.events.send(WorkerEvent::Claimed(job.id));
                 let runner = runner.clone();
                 tasks.spawn(async move { runner.run(job, cancel).await });

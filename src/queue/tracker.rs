@@ -31,16 +31,42 @@ pub struct Held {
     pub handler_done: bool,
 }
 
-/// Shared by the claim loop, job tasks, heartbeat, listener and completer.
+/// Shared by the claimers, job tasks, heartbeat, listener and completer.
 #[derive(Debug, Clone, Default)]
 pub struct Tracker {
     inner: Arc<Mutex<HashMap<JobId, Held>>>,
+    /// Slots promised to claim statements in flight, overall and per queue, so concurrent
+    /// claimers never claim more than the free slots between them.
+    reserved: Arc<Mutex<(usize, HashMap<String, usize>)>>,
 }
 
 impl Tracker {
     pub fn lock(&self) -> MutexGuard<'_, HashMap<JobId, Held>> {
         // The map holds plain values; a panic elsewhere cannot leave it half-updated.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves up to the free slots of `queue` for one claim statement.
+    pub fn reserve(&self, queue: &str, concurrency: usize, limit: Option<usize>) -> usize {
+        let mut r = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        let (all, mine) = self.busy(queue);
+        let queue_reserved = r.1.get(queue).copied().unwrap_or(0);
+        let free_global = concurrency.saturating_sub(all + r.0);
+        let free = limit.map_or(free_global, |l| {
+            free_global.min(l.saturating_sub(mine + queue_reserved))
+        });
+        r.0 += free;
+        *r.1.entry(queue.to_string()).or_default() += free;
+        free
+    }
+
+    /// Returns a reservation once its claimed jobs are held (or the claim failed).
+    pub fn unreserve(&self, queue: &str, n: usize) {
+        let mut r = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        r.0 = r.0.saturating_sub(n);
+        if let Some(q) = r.1.get_mut(queue) {
+            *q = q.saturating_sub(n);
+        }
     }
 
     pub fn hold(&self, id: JobId, token: i64, queue: &str, cancel: CancellationToken) {
@@ -86,6 +112,13 @@ impl Tracker {
             }
             _ => false,
         }
+    }
+
+    pub fn cancel_token(&self, id: JobId) -> CancellationToken {
+        self.lock()
+            .get(&id)
+            .map(|h| h.cancel.clone())
+            .unwrap_or_default()
     }
 
     pub fn stop_reason(&self, id: JobId) -> Option<StopReason> {

@@ -541,3 +541,37 @@ async fn a_handlers_writes_and_follow_ups_commit_with_its_completion_or_not_at_a
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn a_handler_whose_lease_cannot_be_renewed_is_stopped_before_the_lease_expires() {
+    let db = TestDb::new().await;
+    let (clock, shared) = manual_clock();
+    let id = put(
+        &db,
+        clock.now(),
+        NewJob::new("sleep", json!({"ms": 60_000})),
+    )
+    .await;
+    let mut cfg = test_config("w");
+    cfg.lease = Duration::from_millis(1500);
+    let mut w = RunningWorker::start(Worker::new(db.pool.clone(), shared, registry(), cfg));
+    w.wait_for(20, |e| *e == WorkerEvent::Claimed(id)).await;
+    // A stalled database: the row is locked, so every renewal blocks.
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(id.0)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let locked_at = std::time::Instant::now();
+    w.wait_for(20, |e| *e == WorkerEvent::Stopped(id)).await;
+    let stopped_after = locked_at.elapsed();
+    // The last renewal happened at most lease/3 before the lock; the watchdog must fire
+    // before that renewal's lease (1.5 s) runs out.
+    assert!(
+        stopped_after < Duration::from_millis(1500),
+        "stopped after {stopped_after:?}"
+    );
+    blocker.rollback().await.unwrap();
+    w.shutdown().await;
+}
