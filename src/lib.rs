@@ -1,10 +1,14 @@
 //! CoinPilot: a scheduled-job workflow orchestrator on PostgreSQL that runs a crypto
 //! trading bot. See `docs/ARCHITECTURE.md` for the layers and their invariants; the
-//! dependencies point down only: `queue` ← `cli`/`web`.
+//! dependencies point down only: `queue` ← `workflow` ← `schedule` ← `cli`/`web`.
 
 pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod db;
+pub mod defs;
+pub mod failpoint;
 pub mod queue;
+pub mod schedule;
 pub mod web;
+pub mod workflow;

@@ -89,10 +89,7 @@ pub async fn run_jobs(cmd: JobsCommand, json: bool) -> Result<(), CliError> {
         run_at.as_deref().map(parse_time).transpose()?;
     }
     let pool = connect_and_migrate(2).await?;
-    let by = format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    );
+    let by = super::cli_actor();
     match cmd {
         JobsCommand::List {
             state,
@@ -147,6 +144,10 @@ pub async fn run_jobs(cmd: JobsCommand, json: bool) -> Result<(), CliError> {
             };
             let mut tx = pool.begin().await?;
             let job = admin::stop_job(&mut tx, JobId(id), clock.now(), event, &by).await?;
+            // A workflow step's job ends its step (and fails or cancels its run) with it.
+            crate::workflow::WorkflowEngine::new(registry())
+                .step_stopped(&mut tx, &job, clock.now())
+                .await?;
             tx.commit().await?;
             if json {
                 print_json(&job)?;

@@ -5,13 +5,19 @@
 
 mod jobs;
 mod run;
+mod schedules;
+mod workflows;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::db::DbError;
-use crate::queue::QueueError;
+use crate::defs::DefError;
+use crate::queue::{HandlerRegistry, QueueError};
+use crate::schedule::{ScheduleDef, ScheduleError};
+use crate::workflow::{WorkflowDef, WorkflowError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +29,22 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Directory of schedule definitions (`*.toml`).
+    #[arg(
+        long,
+        global = true,
+        env = "COINPILOT_JOBS_DIR",
+        default_value = "jobs"
+    )]
+    pub jobs_dir: PathBuf,
+    /// Directory of workflow definitions (`*.toml`).
+    #[arg(
+        long,
+        global = true,
+        env = "COINPILOT_WORKFLOWS_DIR",
+        default_value = "workflows"
+    )]
+    pub workflows_dir: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -41,6 +63,12 @@ pub enum Command {
     /// Inspect, pause and resume queues.
     #[command(subcommand)]
     Queues(jobs::QueuesCommand),
+    /// Cron schedules from the jobs directory: list, pause, resume, trigger, sync.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
+    /// Workflows from the workflows directory: list, run, show, retry, cancel.
+    #[command(subcommand)]
+    Workflows(workflows::WorkflowsCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -56,6 +84,12 @@ pub enum CliError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+    #[error("{0}")]
+    Definition(#[from] DefError),
     #[error("{0}")]
     BadInput(String),
     #[error("{0}")]
@@ -66,8 +100,17 @@ impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
             CliError::BadInput(_)
+            | CliError::Definition(_)
+            | CliError::Schedule(ScheduleError::InvalidInput(_))
+            | CliError::Workflow(
+                WorkflowError::InvalidInput(_) | WorkflowError::UnknownWorkflow { .. },
+            )
             | CliError::Queue(QueueError::InvalidInput(_) | QueueError::UnknownKind { .. }) => 2,
-            CliError::Queue(QueueError::NotFound(_) | QueueError::WrongState { .. }) => 3,
+            CliError::Queue(QueueError::NotFound(_) | QueueError::WrongState { .. })
+            | CliError::Schedule(ScheduleError::NotFound(_))
+            | CliError::Workflow(
+                WorkflowError::RunNotFound(_) | WorkflowError::WrongState { .. },
+            ) => 3,
             CliError::Db(
                 DbError::Connect { .. } | DbError::BadUrl { .. } | DbError::Embedded(_),
             ) => 4,
@@ -121,9 +164,13 @@ fn init_tracing(default: &str) {
 
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
+    let dirs = DefDirs {
+        jobs: cli.jobs_dir,
+        workflows: cli.workflows_dir,
+    };
     match cli.command {
-        Command::Up(args) => run::up(args).await,
-        Command::Worker(args) => run::worker(args).await,
+        Command::Up(args) => run::up(args, &dirs).await,
+        Command::Worker(args) => run::worker(args, &dirs).await,
         Command::Migrate => {
             let pool = run::connect_and_migrate(2).await?;
             pool.close().await;
@@ -135,6 +182,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Jobs(cmd) => jobs::run_jobs(cmd, json).await,
         Command::Queues(cmd) => jobs::run_queues(cmd, json).await,
+        Command::Schedules(cmd) => schedules::run(cmd, &dirs, json).await,
+        Command::Workflows(cmd) => workflows::run(cmd, &dirs, json).await,
         Command::Bench(cmd) => crate::bench::run(cmd, json).await,
         Command::Db(cmd) => run::db(cmd).await,
     }
@@ -146,4 +195,46 @@ pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError>
         .map_err(|e| CliError::Other(format!("cannot encode JSON: {e}")))?;
     println!("{s}");
     Ok(())
+}
+
+/// Where the definition files are.
+#[derive(Debug, Clone)]
+pub struct DefDirs {
+    pub jobs: PathBuf,
+    pub workflows: PathBuf,
+}
+
+/// The loaded, validated definitions.
+pub struct Definitions {
+    pub workflows: Vec<WorkflowDef>,
+    pub schedules: Vec<ScheduleDef>,
+}
+
+impl DefDirs {
+    /// Loads workflows, then the schedules that may start them; the first problem found is
+    /// the error (file, line, field).
+    pub fn load(&self, registry: &HandlerRegistry) -> Result<Definitions, CliError> {
+        let workflows = crate::workflow::def::load_dir(&self.workflows, registry)?;
+        let schedules = crate::schedule::def::load_dir(&self.jobs, registry, &workflows)?;
+        Ok(Definitions {
+            workflows,
+            schedules,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{} and {}", show(&self.jobs), show(&self.workflows))
+    }
+}
+
+fn show(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Who acts from this command line, as recorded on what it triggers.
+pub(crate) fn cli_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
 }

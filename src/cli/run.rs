@@ -8,17 +8,19 @@ use clap::{Args, Subcommand};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::CliError;
+use super::{CliError, DefDirs};
 use crate::clock::{self, SharedClock};
 use crate::db;
 use crate::queue::builtin::register_builtins;
 use crate::queue::{HandlerRegistry, Worker, WorkerConfig};
+use crate::schedule::{self, ScheduleDef, Scheduler};
 use crate::web;
+use crate::workflow::WorkflowEngine;
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Queues to serve, comma separated; `name=N` limits this worker to N slots on it.
-    /// Default: every queue a registered job kind uses, and `default`.
+    /// Default: every queue a registered job kind or a schedule uses, and `default`.
     #[arg(long)]
     pub queues: Option<String>,
     /// Concurrent jobs on this worker.
@@ -42,6 +44,10 @@ pub struct WorkerArgs {
     /// Serve /healthz, /readyz and /metrics on this address.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Do not run the scheduler tick in this process (it is leaderless: any number of
+    /// processes may run it).
+    #[arg(long)]
+    pub no_scheduler: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,10 +89,14 @@ fn secs(s: f64, flag: &str) -> Result<Duration, CliError> {
         })
 }
 
-fn worker_config(a: &WorkerArgs, registry: &HandlerRegistry) -> Result<WorkerConfig, CliError> {
+fn worker_config(
+    a: &WorkerArgs,
+    registry: &HandlerRegistry,
+    schedules: &[ScheduleDef],
+) -> Result<WorkerConfig, CliError> {
     let queues = match &a.queues {
         Some(spec) => WorkerConfig::parse_queues(spec)?,
-        None => default_queues(registry),
+        None => default_queues(registry, schedules),
     };
     if queues.is_empty() {
         return Err(CliError::BadInput("--queues names no queue".into()));
@@ -109,11 +119,16 @@ fn worker_config(a: &WorkerArgs, registry: &HandlerRegistry) -> Result<WorkerCon
     })
 }
 
-fn default_queues(registry: &HandlerRegistry) -> Vec<(String, Option<usize>)> {
+/// Every queue a registered kind or a schedule uses, and `default`.
+fn default_queues(
+    registry: &HandlerRegistry,
+    schedules: &[ScheduleDef],
+) -> Vec<(String, Option<usize>)> {
     let mut qs: Vec<String> = registry
         .kinds()
         .filter_map(|k| registry.get(k))
         .map(|h| h.options().queue)
+        .chain(schedules.iter().filter_map(|s| s.queue.clone()))
         .collect();
     qs.push(crate::queue::job::DEFAULT_QUEUE.to_string());
     qs.sort();
@@ -156,23 +171,28 @@ fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-pub async fn worker(a: WorkerArgs) -> Result<(), CliError> {
-    run_worker(a, false).await
+pub async fn worker(a: WorkerArgs, dirs: &DefDirs) -> Result<(), CliError> {
+    run_worker(a, dirs, false).await
 }
 
-pub async fn up(a: UpArgs) -> Result<(), CliError> {
+pub async fn up(a: UpArgs, dirs: &DefDirs) -> Result<(), CliError> {
     let mut w = a.worker;
     if w.listen.is_none() {
         w.listen = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
     }
-    run_worker(w, true).await
+    run_worker(w, dirs, true).await
 }
 
-async fn run_worker(a: WorkerArgs, is_up: bool) -> Result<(), CliError> {
+async fn run_worker(a: WorkerArgs, dirs: &DefDirs, is_up: bool) -> Result<(), CliError> {
     let registry = registry();
-    let config = worker_config(&a, &registry)?;
+    // Bad definition files stop the start with their location, before any connection.
+    let defs = dirs.load(&registry)?;
+    let config = worker_config(&a, &registry, &defs.schedules)?;
     let pool = connect_and_migrate((config.concurrency as u32 + 6).min(50)).await?;
     let clock: SharedClock = clock::system();
+    let synced = schedule::store::sync(&pool, &defs.schedules, false, clock.now()).await?;
+    tracing::info!(schedules = defs.schedules.len(), added = synced.added.len(),
+        workflows = defs.workflows.len(), from = %dirs.describe(), "definitions loaded");
     let shutdown = shutdown_on_signals();
     let http = match a.listen {
         Some(addr) => Some(start_ops_server(&pool, &clock, addr, shutdown.clone()).await?),
@@ -186,9 +206,24 @@ async fn run_worker(a: WorkerArgs, is_up: bool) -> Result<(), CliError> {
             "coinpilot is running: http://{addr}/healthz  http://{addr}/metrics  (Ctrl-C to stop)"
         );
     }
-    let worker = Worker::new(pool.clone(), clock, registry, config);
+    let scheduler = (!a.no_scheduler).then(|| {
+        Scheduler::new(
+            pool.clone(),
+            clock.clone(),
+            registry.clone(),
+            defs.workflows,
+        )
+        .start(shutdown.clone())
+    });
+    let engine = Arc::new(WorkflowEngine::new(registry.clone()));
+    let worker = Worker::new(pool.clone(), clock, registry, config).with_hook(engine);
     worker.run(shutdown.clone()).await?;
     shutdown.cancel();
+    if let Some(s) = scheduler {
+        if let Err(e) = s.await {
+            tracing::warn!(error = %e, "scheduler task ended badly");
+        }
+    }
     if let Some((_, h)) = http {
         if let Err(e) = h.await {
             tracing::warn!(error = %e, "HTTP server task ended badly");

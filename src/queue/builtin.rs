@@ -1,5 +1,6 @@
 //! Built-in job kinds for tests, benchmarks and operations:
 //! - `noop`: does nothing (benchmarks).
+//! - `echo`: completes with its args as its output (workflow tests and placeholders).
 //! - `sleep` `{"ms": N}`: waits N ms, stopping early when cancelled.
 //! - `flaky` `{"fail_times": N, "ms": M}`: fails its first N attempts, then succeeds.
 //! - `probe` `{"ms": M, "slow_attempts": S, "fail_times": N, "panic": bool}`: a canary
@@ -22,6 +23,15 @@ impl Handler for Noop {
     type Args = serde_json::Value;
     async fn run(&self, _ctx: &mut JobContext, _args: Self::Args) -> Result<Outcome, JobError> {
         Ok(Outcome::done())
+    }
+}
+
+pub struct Echo;
+impl Handler for Echo {
+    const KIND: &'static str = "echo";
+    type Args = serde_json::Value;
+    async fn run(&self, _ctx: &mut JobContext, args: Self::Args) -> Result<Outcome, JobError> {
+        Ok(Outcome::output(args))
     }
 }
 
@@ -131,6 +141,7 @@ impl Handler for Prune {
 pub fn register_builtins(registry: &mut HandlerRegistry) {
     registry
         .register(Noop)
+        .register(Echo)
         .register(Sleep)
         .register(Flaky)
         .register(Probe)

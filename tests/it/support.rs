@@ -259,7 +259,13 @@ where
 /// A `coinpilot` process with the test database.
 pub fn coinpilot(db: &TestDb) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_coinpilot"));
-    c.env("DATABASE_URL", db.url()).env("RUST_LOG", "warn");
+    // No definition files unless a test gives its own (`--jobs-dir`, `--workflows-dir`):
+    // the repository's schedules would otherwise fire into every test database.
+    let none = std::env::temp_dir().join("coinpilot-test-no-definitions");
+    c.env("DATABASE_URL", db.url())
+        .env("RUST_LOG", "warn")
+        .env("COINPILOT_JOBS_DIR", &none)
+        .env("COINPILOT_WORKFLOWS_DIR", &none);
     c
 }
 
