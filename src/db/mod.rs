@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "probe_runs",
         include_str!("../../migrations/0002_probe_runs.sql"),
     ),
+    (
+        3,
+        "schedules_workflows",
+        include_str!("../../migrations/0003_schedules_workflows.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

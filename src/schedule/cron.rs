@@ -61,11 +61,10 @@ impl CronSchedule {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> impl Iterator<Item = DateTime<Utc>> + '_ {
-        let first = self
-            .cron
-            .find_next_occurrence(&start.with_timezone(&self.tz), true)
-            .ok()
-            .map(|d| d.with_timezone(&Utc));
+        // Fire times are whole seconds. Searching strictly after the second before `start`
+        // (rather than inclusively from `start`) keeps a fire that a DST gap moved: 02:30
+        // in a gap fires at 03:00, which the pattern itself does not match.
+        let first = self.next_after(start - chrono::Duration::seconds(1));
         std::iter::successors(first, move |t| self.next_after(*t)).take_while(move |t| *t <= end)
     }
 }

@@ -45,9 +45,7 @@ impl WorkflowDef {
     /// Steps that list `id` in their `after`.
     pub fn children(&self, id: &str) -> impl Iterator<Item = &StepDef> + '_ {
         let id = id.to_string();
-        self.steps
-            .iter()
-            .filter(move |s| s.after.contains(&id))
+        self.steps.iter().filter(move |s| s.after.contains(&id))
     }
 
     /// The args a step's job gets: the run's args, overridden by the step's own.

@@ -4,4 +4,6 @@
 mod cli_input;
 mod queue_basics;
 mod queue_processes;
+mod schedules;
 mod support;
+mod workflows;
