@@ -3,6 +3,7 @@
 //! 0 ok, 1 failure, 2 bad input (also clap's usage errors), 3 not found or wrong state,
 //! 4 database unreachable.
 
+mod config;
 mod jobs;
 mod run;
 
@@ -23,6 +24,9 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The TOML config file (default: ./coinpilot.toml when it exists).
+    #[arg(long, global = true, env = "COINPILOT_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,6 +51,9 @@ pub enum Command {
     /// The embedded PostgreSQL cluster.
     #[command(subcommand)]
     Db(run::DbCommand),
+    /// Check the configuration (file + environment) and print it with secrets masked.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Errors as the CLI reports them.
@@ -56,6 +63,8 @@ pub enum CliError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     BadInput(String),
     #[error("{0}")]
@@ -66,6 +75,7 @@ impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
             CliError::BadInput(_)
+            | CliError::Config(_)
             | CliError::Queue(QueueError::InvalidInput(_) | QueueError::UnknownKind { .. }) => 2,
             CliError::Queue(QueueError::NotFound(_) | QueueError::WrongState { .. }) => 3,
             CliError::Db(
@@ -121,9 +131,13 @@ fn init_tracing(default: &str) {
 
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
+    // Only the commands that use the config load it, so a broken file cannot stop an
+    // operator from inspecting jobs or queues.
+    let load = || crate::config::load(cli.config.as_deref());
     match cli.command {
-        Command::Up(args) => run::up(args).await,
-        Command::Worker(args) => run::worker(args).await,
+        Command::Up(args) => run::up(args, &load()?).await,
+        Command::Worker(args) => run::worker(args, &load()?).await,
+        Command::Config(cmd) => config::run(cmd, load()?, json),
         Command::Migrate => {
             let pool = run::connect_and_migrate(2).await?;
             pool.close().await;

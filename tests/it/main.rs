@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli_input;
+mod config_cli;
 mod queue_basics;
 mod queue_processes;
 mod support;
