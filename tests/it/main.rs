@@ -3,6 +3,7 @@
 
 mod cli_input;
 mod config_cli;
+mod ops_manifests;
 mod queue_basics;
 mod queue_processes;
 mod support;
