@@ -3,7 +3,9 @@
 
 mod cli_input;
 mod config_cli;
+mod kustomize;
 mod ops_manifests;
 mod queue_basics;
+mod queue_metrics;
 mod queue_processes;
 mod support;
