@@ -25,6 +25,8 @@
 
 pub mod secrets;
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -218,8 +220,39 @@ pub struct Loaded {
 /// Loads from `explicit` (from `--config` or `COINPILOT_CONFIG`: must exist) or else
 /// `./coinpilot.toml` when present, then the process environment, and validates.
 pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    load_with(explicit, &env)
+    let queried = RefCell::new(BTreeSet::new());
+    let env = |k: &str| {
+        queried.borrow_mut().insert(k.to_string());
+        std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+    };
+    let loaded = load_with(explicit, &env)?;
+    // A warning, not an error: other parts of the program may read variables of their own
+    // under these prefixes, and refusing to start over one would be worse than a log line.
+    for var in unknown_overrides(std::env::vars().map(|(k, _)| k), &queried.borrow()) {
+        tracing::warn!(variable = %var, "unknown COINPILOT_* configuration override ignored (see `coinpilot config check`)");
+    }
+    Ok(loaded)
+}
+
+/// Section prefixes of the overrides, to spot a misspelt one.
+const OVERRIDE_PREFIXES: &[&str] = &[
+    "COINPILOT_DATABASE_",
+    "COINPILOT_WORKER_",
+    "COINPILOT_HTTP_",
+    "COINPILOT_MARKET_",
+    "COINPILOT_AI_",
+    "COINPILOT_NOTIFY_",
+    "COINPILOT_PAPER_",
+];
+
+/// Variables that look like overrides (`COINPILOT_<SECTION>_…`) but that no key reads.
+pub fn unknown_overrides(
+    vars: impl Iterator<Item = String>,
+    known: &BTreeSet<String>,
+) -> Vec<String> {
+    vars.filter(|v| OVERRIDE_PREFIXES.iter().any(|p| v.starts_with(p)))
+        .filter(|v| !known.contains(v))
+        .collect()
 }
 
 /// [`load`] with the environment given; an empty variable counts as unset.

@@ -192,3 +192,24 @@ fn the_shipped_example_file_is_valid_and_complete() {
         }
     }
 }
+
+#[test]
+fn a_misspelt_override_is_spotted() {
+    let queried = RefCell::new(BTreeSet::new());
+    let env = |k: &str| {
+        queried.borrow_mut().insert(k.to_string());
+        None
+    };
+    load_with(None, &env).unwrap();
+    let vars = [
+        "COINPILOT_WORKER_CONCURENCY",
+        "COINPILOT_WORKER_CONCURRENCY",
+        "COINPILOT_DATA_DIR",
+        "PATH",
+    ]
+    .map(String::from);
+    assert_eq!(
+        unknown_overrides(vars.into_iter(), &queried.borrow()),
+        ["COINPILOT_WORKER_CONCURENCY"]
+    );
+}
