@@ -347,32 +347,7 @@ impl Config {
 
     /// Checks every value; the error names the key.
     pub fn validate(&self, secrets: &Secrets) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| {
-            Err(ConfigError::Invalid {
-                key: key.into(),
-                message,
-            })
-        };
-        let w = &self.worker;
-        if w.concurrency == 0 {
-            return invalid("worker.concurrency", "must be at least 1".into());
-        }
-        for (key, v) in [
-            ("worker.lease_secs", w.lease_secs),
-            ("worker.poll_secs", w.poll_secs),
-            ("worker.rescue_interval_secs", w.rescue_interval_secs),
-            ("worker.shutdown_grace_secs", w.shutdown_grace_secs),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return invalid(
-                    key,
-                    format!("must be a positive number of seconds, got {v}"),
-                );
-            }
-        }
-        if let Err(e) = crate::queue::WorkerConfig::parse_queues(&w.queues.join(",")) {
-            return invalid("worker.queues", e.to_string());
-        }
+        self.worker.validate()?;
         if self.database.max_connections == Some(0) {
             return invalid("database.max_connections", "must be at least 1".into());
         }
@@ -391,12 +366,8 @@ impl Config {
                 "`anthropic` needs ANTHROPIC_API_KEY in the environment".into(),
             );
         }
-        if let Some(bad) = self
-            .notify
-            .email_recipients
-            .iter()
-            .find(|r| !r.contains('@'))
-        {
+        let recipients = &self.notify.email_recipients;
+        if let Some(bad) = recipients.iter().find(|r| !r.contains('@')) {
             return invalid(
                 "notify.email_recipients",
                 format!("`{bad}` is not an e-mail address"),
@@ -407,6 +378,38 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl WorkerSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.concurrency == 0 {
+            return invalid("worker.concurrency", "must be at least 1".into());
+        }
+        for (key, v) in [
+            ("worker.lease_secs", self.lease_secs),
+            ("worker.poll_secs", self.poll_secs),
+            ("worker.rescue_interval_secs", self.rescue_interval_secs),
+            ("worker.shutdown_grace_secs", self.shutdown_grace_secs),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return invalid(
+                    key,
+                    format!("must be a positive number of seconds, got {v}"),
+                );
+            }
+        }
+        match crate::queue::WorkerConfig::parse_queues(&self.queues.join(",")) {
+            Ok(_) => Ok(()),
+            Err(e) => invalid("worker.queues", e.to_string()),
+        }
+    }
+}
+
+fn invalid(key: &str, message: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        key: key.into(),
+        message,
+    })
 }
 
 fn is_krw_market(m: &str) -> bool {
