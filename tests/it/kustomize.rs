@@ -31,10 +31,34 @@ pub fn yaml_files(dir: &Path, recursive: bool) -> Vec<PathBuf> {
 /// Every document of a (multi-document) YAML file, empty ones left out.
 pub fn parse_docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+    parse_docs_str(&text, &path.display().to_string())
+}
+
+pub fn parse_docs_str(text: &str, what: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{what}: {e}")))
         .filter(|v| !v.is_null())
         .collect()
+}
+
+/// The real kustomize's rendering (`kubectl kustomize`), when kubectl is installed.
+pub fn kubectl_render(dir: &Path) -> Option<Vec<Value>> {
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    Some(parse_docs_str(
+        &text,
+        &format!("kubectl kustomize {}", dir.display()),
+    ))
 }
 
 /// The resources of the kustomization in `dir`, transformed.

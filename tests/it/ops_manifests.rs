@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::kustomize::{json_patch_op, parse_docs, render, repo, yaml_files};
+use crate::kustomize::{json_patch_op, kubectl_render, parse_docs, render, repo, yaml_files};
 
 fn name_of(doc: &Value) -> String {
     format!(
@@ -360,21 +360,75 @@ fn base_and_overlays_keep_the_deployment_invariants() {
         "ops/k8s/overlays/dev",
         "ops/k8s/overlays/prod",
     ] {
-        let docs = render(&repo(dir));
-        let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-        for kind in [
-            "Deployment",
-            "Service",
-            "HorizontalPodAutoscaler",
-            "PodDisruptionBudget",
-            "Job",
-            "ConfigMap",
-        ] {
-            assert!(kinds.contains(kind), "{dir}: no {kind}");
+        let ours = render(&repo(dir));
+        // The real kustomize too, where kubectl is installed: the invariants must hold on
+        // what would be applied, and our renderer must agree with it on what it checks.
+        let real = kubectl_render(&repo(dir));
+        match &real {
+            Some(real) => assert_same(dir, real, &ours),
+            None => eprintln!("kubectl not found: {dir} checked with the test's renderer only"),
         }
-        let errors = check_rendered(dir, &docs);
-        assert!(errors.is_empty(), "{dir}:\n{}", errors.join("\n"));
+        for docs in std::iter::once(ours).chain(real) {
+            check_kinds_and_invariants(dir, &docs);
+        }
     }
+}
+
+/// What the invariants read, per object: namespace, pod template, selector, HPA bounds and
+/// ConfigMap data (kustomize drops a block scalar's final newline: compared trimmed).
+fn summary(docs: &[Value]) -> BTreeMap<String, Value> {
+    docs.iter()
+        .map(|d| {
+            let spec = &d["spec"];
+            let data: Vec<Value> = d["data"]
+                .as_mapping()
+                .map(|m| {
+                    m.values()
+                        .map(|v| Value::from(v.as_str().unwrap_or("").trim_end()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let seen = Value::Sequence(vec![
+                d["metadata"]["namespace"].clone(),
+                spec["template"].clone(),
+                spec["selector"].clone(),
+                spec["minReplicas"].clone(),
+                spec["maxReplicas"].clone(),
+                Value::Sequence(data),
+            ]);
+            (name_of(d), seen)
+        })
+        .collect()
+}
+
+/// Asserts both renderings agree, naming the objects that differ.
+fn assert_same(dir: &str, real: &[Value], ours: &[Value]) {
+    let (real, ours) = (summary(real), summary(ours));
+    let keys: BTreeSet<&String> = real.keys().chain(ours.keys()).collect();
+    let differ: Vec<&String> = keys
+        .into_iter()
+        .filter(|k| real.get(*k) != ours.get(*k))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{dir}: the test's renderer and kubectl kustomize disagree on {differ:?}"
+    );
+}
+
+fn check_kinds_and_invariants(dir: &str, docs: &[Value]) {
+    let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in [
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Job",
+        "ConfigMap",
+    ] {
+        assert!(kinds.contains(kind), "{dir}: no {kind}");
+    }
+    let errors = check_rendered(dir, docs);
+    assert!(errors.is_empty(), "{dir}:\n{}", errors.join("\n"));
 }
 
 #[test]
