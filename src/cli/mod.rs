@@ -24,8 +24,8 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
-    /// The TOML config file (default: ./coinpilot.toml when it exists).
-    #[arg(long, global = true, env = "COINPILOT_CONFIG")]
+    /// The TOML config file [default: $COINPILOT_CONFIG, else ./coinpilot.toml when it exists].
+    #[arg(long, global = true)]
     pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -133,7 +133,13 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
     // Only the commands that use the config load it, so a broken file cannot stop an
     // operator from inspecting jobs or queues.
-    let load = || crate::config::load(cli.config.as_deref());
+    // Read here rather than by clap's `env`, so an empty variable counts as unset.
+    let file = cli.config.clone().or_else(|| {
+        std::env::var_os("COINPILOT_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    });
+    let load = || crate::config::load(file.as_deref());
     match cli.command {
         Command::Up(args) => run::up(args, &load()?).await,
         Command::Worker(args) => run::worker(args, &load()?).await,
