@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod db;
 pub mod defs;
 pub mod failpoint;

@@ -3,6 +3,7 @@
 //! 0 ok, 1 failure, 2 bad input (also clap's usage errors), 3 not found or wrong state,
 //! 4 database unreachable.
 
+mod config;
 mod jobs;
 mod run;
 mod schedules;
@@ -45,6 +46,9 @@ pub struct Cli {
         default_value = "workflows"
     )]
     pub workflows_dir: PathBuf,
+    /// The TOML config file [default: $COINPILOT_CONFIG, else ./coinpilot.toml when it exists].
+    #[arg(long, global = true)]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -75,6 +79,9 @@ pub enum Command {
     /// The embedded PostgreSQL cluster.
     #[command(subcommand)]
     Db(run::DbCommand),
+    /// Check the configuration (file + environment) and print it with secrets masked.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Errors as the CLI reports them.
@@ -90,6 +97,8 @@ pub enum CliError {
     Workflow(#[from] WorkflowError),
     #[error("{0}")]
     Definition(#[from] DefError),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     BadInput(String),
     #[error("{0}")]
@@ -105,6 +114,7 @@ impl CliError {
             | CliError::Workflow(
                 WorkflowError::InvalidInput(_) | WorkflowError::UnknownWorkflow { .. },
             )
+            | CliError::Config(_)
             | CliError::Queue(QueueError::InvalidInput(_) | QueueError::UnknownKind { .. }) => 2,
             CliError::Queue(QueueError::NotFound(_) | QueueError::WrongState { .. })
             | CliError::Schedule(ScheduleError::NotFound(_))
@@ -168,9 +178,19 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         jobs: cli.jobs_dir,
         workflows: cli.workflows_dir,
     };
+    // Only the commands that use the config load it, so a broken file cannot stop an
+    // operator from inspecting jobs or queues.
+    // Read here rather than by clap's `env`, so an empty variable counts as unset.
+    let file = cli.config.clone().or_else(|| {
+        std::env::var_os("COINPILOT_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    });
+    let load = || crate::config::load(file.as_deref());
     match cli.command {
-        Command::Up(args) => run::up(args, &dirs).await,
-        Command::Worker(args) => run::worker(args, &dirs).await,
+        Command::Up(args) => run::up(args, &load()?, &dirs).await,
+        Command::Worker(args) => run::worker(args, &load()?, &dirs).await,
+        Command::Config(cmd) => config::run(cmd, load()?, json),
         Command::Migrate => {
             let pool = run::connect_and_migrate(2).await?;
             pool.close().await;

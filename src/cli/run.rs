@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CliError, DefDirs};
 use crate::clock::{self, SharedClock};
+use crate::config;
 use crate::db;
 use crate::queue::builtin::register_builtins;
 use crate::queue::{HandlerRegistry, Worker, WorkerConfig};
@@ -17,31 +18,33 @@ use crate::schedule::{self, ScheduleDef, Scheduler};
 use crate::web;
 use crate::workflow::WorkflowEngine;
 
+/// Flags left out fall back to the config (`COINPILOT_WORKER_*` environment, then the
+/// `[worker]` section of the file, then the defaults shown).
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Queues to serve, comma separated; `name=N` limits this worker to N slots on it.
     /// Default: every queue a registered job kind or a schedule uses, and `default`.
     #[arg(long)]
     pub queues: Option<String>,
-    /// Concurrent jobs on this worker.
-    #[arg(long, default_value_t = 10)]
-    pub concurrency: usize,
+    /// Concurrent jobs on this worker [default: 10].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     /// Worker name (default: host-pid).
     #[arg(long)]
     pub name: Option<String>,
-    /// Lease duration in seconds; renewed every third of it while a job runs.
-    #[arg(long, default_value_t = 60.0)]
-    pub lease: f64,
-    /// Seconds between polls when no notification arrives.
-    #[arg(long, default_value_t = 1.0)]
-    pub poll: f64,
-    /// Seconds between rescuer rounds.
-    #[arg(long, default_value_t = 5.0)]
-    pub rescue_interval: f64,
-    /// Seconds running jobs get to finish at shutdown before they are released.
-    #[arg(long, default_value_t = 30.0)]
-    pub shutdown_grace: f64,
-    /// Serve /healthz, /readyz and /metrics on this address.
+    /// Lease duration in seconds; renewed every third of it while a job runs [default: 60].
+    #[arg(long)]
+    pub lease: Option<f64>,
+    /// Seconds between polls when no notification arrives [default: 1].
+    #[arg(long)]
+    pub poll: Option<f64>,
+    /// Seconds between rescuer rounds [default: 5].
+    #[arg(long)]
+    pub rescue_interval: Option<f64>,
+    /// Seconds running jobs get to finish at shutdown before they are released [default: 30].
+    #[arg(long)]
+    pub shutdown_grace: Option<f64>,
+    /// Serve /healthz, /readyz and /metrics on this address (`worker`: off by default).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Do not run the scheduler tick in this process (it is leaderless: any number of
@@ -89,19 +92,23 @@ fn secs(s: f64, flag: &str) -> Result<Duration, CliError> {
         })
 }
 
+/// Flags win over the config, which already merged environment, file and defaults.
 fn worker_config(
     a: &WorkerArgs,
+    cfg: &config::WorkerSection,
     registry: &HandlerRegistry,
     schedules: &[ScheduleDef],
 ) -> Result<WorkerConfig, CliError> {
-    let queues = match &a.queues {
-        Some(spec) => WorkerConfig::parse_queues(spec)?,
-        None => default_queues(registry, schedules),
+    let spec = a.queues.clone().unwrap_or_else(|| cfg.queues.join(","));
+    let queues = match spec.trim() {
+        "" if a.queues.is_none() => default_queues(registry, schedules),
+        s => WorkerConfig::parse_queues(s)?,
     };
     if queues.is_empty() {
         return Err(CliError::BadInput("--queues names no queue".into()));
     }
-    if a.concurrency == 0 {
+    let concurrency = a.concurrency.unwrap_or(cfg.concurrency);
+    if concurrency == 0 {
         return Err(CliError::BadInput(
             "--concurrency must be at least 1".into(),
         ));
@@ -110,12 +117,18 @@ fn worker_config(
     Ok(WorkerConfig {
         name,
         queues,
-        concurrency: a.concurrency,
-        lease: secs(a.lease, "--lease")?,
-        poll_interval: secs(a.poll, "--poll")?,
-        rescue_interval: secs(a.rescue_interval, "--rescue-interval")?,
-        shutdown_grace: secs(a.shutdown_grace, "--shutdown-grace")?,
-        claimers: if a.concurrency >= 4 { 2 } else { 1 },
+        concurrency,
+        lease: secs(a.lease.unwrap_or(cfg.lease_secs), "--lease")?,
+        poll_interval: secs(a.poll.unwrap_or(cfg.poll_secs), "--poll")?,
+        rescue_interval: secs(
+            a.rescue_interval.unwrap_or(cfg.rescue_interval_secs),
+            "--rescue-interval",
+        )?,
+        shutdown_grace: secs(
+            a.shutdown_grace.unwrap_or(cfg.shutdown_grace_secs),
+            "--shutdown-grace",
+        )?,
+        claimers: if concurrency >= 4 { 2 } else { 1 },
     })
 }
 
@@ -171,31 +184,41 @@ fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-pub async fn worker(a: WorkerArgs, dirs: &DefDirs) -> Result<(), CliError> {
-    run_worker(a, dirs, false).await
+pub async fn worker(a: WorkerArgs, cfg: &config::Loaded, dirs: &DefDirs) -> Result<(), CliError> {
+    run_worker(a, cfg, dirs, false).await
 }
 
-pub async fn up(a: UpArgs, dirs: &DefDirs) -> Result<(), CliError> {
+pub async fn up(a: UpArgs, cfg: &config::Loaded, dirs: &DefDirs) -> Result<(), CliError> {
     let mut w = a.worker;
-    if w.listen.is_none() {
+    if w.listen.is_none() && cfg.config.http.listen.is_none() {
         w.listen = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
     }
-    run_worker(w, dirs, true).await
+    run_worker(w, cfg, dirs, true).await
 }
 
-async fn run_worker(a: WorkerArgs, dirs: &DefDirs, is_up: bool) -> Result<(), CliError> {
+async fn run_worker(
+    a: WorkerArgs,
+    cfg: &config::Loaded,
+    dirs: &DefDirs,
+    is_up: bool,
+) -> Result<(), CliError> {
     let registry = registry();
     // Bad definition files stop the start with their location, before any connection.
     let defs = dirs.load(&registry)?;
-    let config = worker_config(&a, &registry, &defs.schedules)?;
-    let pool = connect_and_migrate((config.concurrency as u32 + 6).min(50)).await?;
+    let config = worker_config(&a, &cfg.config.worker, &registry, &defs.schedules)?;
+    let pool_size = cfg
+        .config
+        .database
+        .max_connections
+        .unwrap_or((config.concurrency as u32 + 6).min(50));
+    let pool = connect_and_migrate(pool_size).await?;
     let clock: SharedClock = clock::system();
     let synced = schedule::store::sync(&pool, &defs.schedules, false, clock.now()).await?;
     tracing::info!(schedules = defs.schedules.len(), added = synced.added.len(),
         workflows = defs.workflows.len(), from = %dirs.describe(), "definitions loaded");
     let shutdown = shutdown_on_signals();
-    let http = match a.listen {
-        Some(addr) => Some(start_ops_server(&pool, &clock, addr, shutdown.clone()).await?),
+    let http = match a.listen.or(cfg.config.http.listen) {
+        Some(addr) => Some(start_ops_server(&pool, &clock, addr, cfg, shutdown.clone()).await?),
         None => None,
     };
     let queues: Vec<&str> = config.queues.iter().map(|(q, _)| q.as_str()).collect();
@@ -238,6 +261,7 @@ async fn start_ops_server(
     pool: &PgPool,
     clock: &SharedClock,
     addr: SocketAddr,
+    cfg: &config::Loaded,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), CliError> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -247,10 +271,7 @@ async fn start_ops_server(
         pool: pool.clone(),
         clock: clock.clone(),
         metrics: Some(handle),
-        metrics_token: std::env::var("COINPILOT_METRICS_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(Arc::from),
+        metrics_token: cfg.secrets.get("COINPILOT_METRICS_TOKEN").map(Arc::from),
     };
     web::serve(web::ops_router(state), addr, shutdown)
         .await

@@ -2,7 +2,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli_input;
+mod config_cli;
+mod kustomize;
+mod ops_manifests;
 mod queue_basics;
+mod queue_metrics;
 mod queue_processes;
 mod schedules;
 mod support;
