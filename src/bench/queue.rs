@@ -42,7 +42,7 @@ pub struct QueueBenchResult {
     pub worker_peak_rss_mib: f64,
 }
 
-const QUEUE: &str = "bench";
+pub(crate) const QUEUE: &str = "bench";
 
 pub async fn run(a: QueueBenchArgs, json: bool) -> Result<(), CliError> {
     if a.jobs == 0 || a.concurrency == 0 {
@@ -91,7 +91,7 @@ pub async fn run(a: QueueBenchArgs, json: bool) -> Result<(), CliError> {
 }
 
 /// Creates `coinpilot_bench_<pid>` beside the target database; returns a URL to it.
-async fn fresh_database(target: &Target) -> Result<(PgPool, String, String), CliError> {
+pub(crate) async fn fresh_database(target: &Target) -> Result<(PgPool, String, String), CliError> {
     let admin_pool = db::connect(target, 1).await?;
     let name = format!("coinpilot_bench_{}", std::process::id());
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -160,8 +160,20 @@ async fn measure(
 }
 
 fn spawn_worker(url: &str, concurrency: usize) -> Result<tokio::process::Child, CliError> {
+    spawn_bench_worker(url, concurrency, "bench-worker", &["--no-scheduler"])
+}
+
+/// A worker process of this binary on the bench queue, with no definition files (the
+/// checkout's schedules must not fire into the benchmark database).
+pub(crate) fn spawn_bench_worker(
+    url: &str,
+    concurrency: usize,
+    name: &str,
+    extra: &[&str],
+) -> Result<tokio::process::Child, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Other(format!("cannot find own binary: {e}")))?;
+    let none = std::env::temp_dir().join("coinpilot-bench-no-definitions");
     tokio::process::Command::new(exe)
         .args([
             "worker",
@@ -170,8 +182,11 @@ fn spawn_worker(url: &str, concurrency: usize) -> Result<tokio::process::Child, 
             "--concurrency",
             &concurrency.to_string(),
             "--name",
-            "bench-worker",
+            name,
         ])
+        .args(extra)
+        .env("COINPILOT_JOBS_DIR", &none)
+        .env("COINPILOT_WORKFLOWS_DIR", &none)
         .env("DATABASE_URL", url)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -180,7 +195,7 @@ fn spawn_worker(url: &str, concurrency: usize) -> Result<tokio::process::Child, 
         .map_err(|e| CliError::Other(format!("cannot start the worker process: {e}")))
 }
 
-async fn stop_worker(child: &mut tokio::process::Child) -> Result<(), CliError> {
+pub(crate) async fn stop_worker(child: &mut tokio::process::Child) -> Result<(), CliError> {
     if let Some(pid) = child.id() {
         // SIGTERM: the graceful path.
         let status = tokio::process::Command::new("kill")
@@ -232,7 +247,7 @@ async fn pickup_latency(pool: &PgPool, n: usize) -> Result<(f64, f64), CliError>
     Ok((round2(pct(0.5)), round2(pct(0.99))))
 }
 
-fn round2(x: f64) -> f64 {
+pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
