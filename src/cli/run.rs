@@ -70,6 +70,7 @@ pub enum DbCommand {
 pub fn registry() -> HandlerRegistry {
     let mut r = HandlerRegistry::new();
     register_builtins(&mut r);
+    schedule::register_kinds(&mut r);
     r
 }
 

@@ -5,6 +5,7 @@
 pub mod cron;
 pub mod def;
 pub mod fire;
+pub mod history;
 mod metrics;
 pub mod plan;
 pub mod store;
@@ -14,7 +15,12 @@ pub use def::{ScheduleDef, Target};
 pub use fire::{fire_due_schedules, trigger_now, Firing, TickReport};
 pub use tick::Scheduler;
 
-use crate::queue::QueueError;
+use crate::queue::{HandlerRegistry, QueueError};
+
+/// Registers the job kinds this layer owns (`prune_history`).
+pub fn register_kinds(registry: &mut HandlerRegistry) {
+    registry.register(history::PruneHistory);
+}
 use crate::workflow::WorkflowError;
 
 /// Errors of the schedule layer.

@@ -417,3 +417,49 @@ async fn a_bad_schedule_file_stops_the_worker_with_its_location() {
     let rows: i64 = db.count("SELECT count(*) FROM schedules").await;
     assert_eq!(rows, 0, "nothing was synced");
 }
+
+#[tokio::test]
+async fn prune_history_deletes_old_fires_and_finished_runs_only() {
+    let db = TestDb::new().await;
+    let now = chrono::Utc::now();
+    let old = now - chrono::Duration::days(8);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO schedule_fires (schedule, fire_time, trigger, triggered_by, created_at)
+         VALUES ('s', '{old}', 'cron', 'schedule:s', '{old}'), ('s', '{now}', 'cron', 'schedule:s', '{now}');
+         INSERT INTO workflow_runs (workflow, state, definition, triggered_by, created_at, finished_at)
+         VALUES ('w', 'succeeded', '{{}}', 't', '{old}', '{old}'),
+                ('w', 'running', '{{}}', 't', '{old}', NULL),
+                ('w', 'failed', '{{}}', 't', '{now}', '{now}');"
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut reg = registry();
+    coinpilot::schedule::register_kinds(&mut reg);
+    let job = reg
+        .new_job("prune_history", serde_json::json!({"days": 7}))
+        .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let id = coinpilot::queue::enqueue(&mut conn, now, &job)
+        .await
+        .unwrap()
+        .id;
+    drop(conn);
+    let mut w = RunningWorker::start(coinpilot::queue::Worker::new(
+        db.pool.clone(),
+        coinpilot::clock::system(),
+        reg,
+        test_config("prune"),
+    ));
+    w.wait_for(30, |e| {
+        *e == coinpilot::queue::runtime::WorkerEvent::Completed(id)
+    })
+    .await;
+    w.shutdown().await;
+    assert_eq!(db.count("SELECT count(*) FROM schedule_fires").await, 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT state FROM workflow_runs ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec!["running".to_string(), "failed".to_string()]);
+}
