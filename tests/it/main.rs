@@ -4,6 +4,7 @@
 mod chaos;
 mod cli_input;
 mod config_cli;
+mod fuzz_defs;
 mod kustomize;
 mod ops_manifests;
 mod queue_basics;
