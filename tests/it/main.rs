@@ -7,6 +7,7 @@ mod config_cli;
 mod fuzz_defs;
 mod kustomize;
 mod ops_manifests;
+mod pg_restart;
 mod queue_basics;
 mod queue_metrics;
 mod queue_processes;
