@@ -114,7 +114,7 @@ async fn a_postgres_restart_mid_drain_and_mid_schedule_loses_and_doubles_nothing
         "SELECT count(*) FROM jobs WHERE state = 'completed' AND kind = 'probe'",
     )
     .await;
-    assert_eq!(completed, Some(n as i64), "every job completed");
+    assert_eq!(completed, Some(n), "every job completed");
     let twice = count(&pool, "SELECT count(*) FROM (SELECT 1 FROM probe_runs GROUP BY job_id, attempt HAVING count(*) > 1) d").await;
     assert_eq!(twice, Some(0));
     let fires: Vec<chrono::DateTime<chrono::Utc>> =
