@@ -93,7 +93,10 @@ impl JobRunner {
                 chain: vec![],
             };
             self.tracker.mark_handler_done(job.id);
-            return self.record_failure(&job, token, true, err, None).await;
+            // Retryable, not permanent: during a rolling deploy an older worker may claim a
+            // kind only newer workers know; the backoff hands it to them. A kind no worker
+            // knows is still discarded once its attempts run out, and visible then.
+            return self.record_failure(&job, token, false, err, None).await;
         };
         let timeout = self.registry.timeout_for(&job);
         let mut ctx = JobContext::new(

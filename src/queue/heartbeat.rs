@@ -17,11 +17,13 @@ use super::tracker::{StopReason, Tracker};
 use crate::clock::SharedClock;
 
 /// Extends the leases of the given (id, token) pairs still running under that token.
-/// Row locks on those rows only; index: primary key.
+/// Row locks on those rows only; index: primary key (`j.id = ANY($1)` keeps it so under a
+/// generic plan, see `claim::COMPLETE_BATCH`). Ids come in ascending order, the order
+/// the batched completion locks in, so the two never deadlock.
 const RENEW_LEASES: &str = "
 UPDATE jobs j SET lease_expires_at = $3 + make_interval(secs => $4)
 FROM UNNEST($1::bigint[], $2::bigint[]) AS l(id, token)
-WHERE j.id = l.id AND j.lease_token = l.token AND j.state = 'running'
+WHERE j.id = ANY($1) AND j.id = l.id AND j.lease_token = l.token AND j.state = 'running'
 RETURNING j.id";
 
 /// Marks this worker alive for the dashboard.

@@ -52,7 +52,10 @@ pub async fn rescue_expired_leases(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<Job>, QueueError> {
+    // Both rows of the table the statement may take: back to available, or discarded
+    // when the expired attempt was the last.
     JobState::Running.transition(JobEvent::Rescue)?;
+    JobState::Running.transition(JobEvent::Discard)?;
     let rows = sqlx::query(RESCUE_EXPIRED)
         .bind(now)
         .bind(limit)

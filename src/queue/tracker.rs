@@ -135,7 +135,10 @@ impl Tracker {
         self.lock().remove(&id);
     }
 
+    /// Every held lease, in ascending id order (the lock order of the batch statements).
     pub fn leases(&self) -> Vec<(JobId, i64)> {
-        self.lock().iter().map(|(id, h)| (*id, h.token)).collect()
+        let mut l: Vec<(JobId, i64)> = self.lock().iter().map(|(id, h)| (*id, h.token)).collect();
+        l.sort_unstable();
+        l
     }
 }
