@@ -6,5 +6,6 @@ pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod db;
+pub mod domain;
 pub mod queue;
 pub mod web;
