@@ -1,6 +1,7 @@
 //! `coinpilot bench …`: benchmarks that print figures (never timed tests).
 
 pub mod queue;
+pub mod trading;
 
 use clap::Subcommand;
 
@@ -10,10 +11,16 @@ use crate::cli::CliError;
 pub enum BenchCommand {
     /// Enqueue and drain throughput, pickup latency and worker memory of the job queue.
     Queue(queue::QueueBenchArgs),
+    /// Indicator step time per candle on a candle file (default: the shared BTC 1m month).
+    Indicators(trading::TradingBenchArgs),
+    /// Backtest time per candle and peak RSS on a candle file.
+    Backtest(trading::TradingBenchArgs),
 }
 
 pub async fn run(cmd: BenchCommand, json: bool) -> Result<(), CliError> {
     match cmd {
         BenchCommand::Queue(a) => queue::run(a, json).await,
+        BenchCommand::Indicators(a) => trading::indicators(a, json),
+        BenchCommand::Backtest(a) => trading::backtest(a, json),
     }
 }
