@@ -157,3 +157,48 @@ fn indicators_write_the_reference_columns() {
     assert!(text.starts_with("timestamp,close,volume,rsi14,sma50,sma200,regime_d\n"));
     assert_eq!(text.lines().count(), 289);
 }
+
+/// freqtrade's `backtesting` of the same strategy on the shared month
+/// (`../shared/bench/freqtrade/README.md`): 127 trades, 47 wins / 80 losses,
+/// −23,052.118 KRW. It has no risk rules, no review and no slippage, so with those turned
+/// off ours must agree trade for trade.
+#[test]
+fn with_risk_review_and_slippage_off_the_month_matches_freqtrade() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    if !shared.is_dir() {
+        eprintln!(
+            "NOTICE: {} is absent; freqtrade parity test skipped",
+            shared.display()
+        );
+        return;
+    }
+    let cfg = write(
+        "no-risk.toml",
+        "[risk]\nmax_consecutive_losses = 1000000\ndaily_loss_limit = 0.99\nmax_entries_per_day = 1000000\n[orders]\nslippage_bps = 0\n",
+    );
+    let m = shared.join("upbit_KRW-BTC_1m_2025-09-01_2025-10-04.csv");
+    let h = shared.join("upbit_KRW-BTC_1h_2022-01-01_2025-09-29.csv");
+    let (code, out, err) = run(&[
+        "backtest",
+        "--candles",
+        path(&m),
+        "--hourly",
+        path(&h),
+        "--strategy",
+        path(&cfg),
+        "--no-review",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            v["trades"].as_u64(),
+            v["wins"].as_u64(),
+            v["losses"].as_u64()
+        ),
+        (Some(127), Some(47), Some(80))
+    );
+    let pnl = v["pnl_krw"].as_f64().unwrap();
+    assert!((pnl - -23_052.118).abs() < 0.001, "pnl {pnl}");
+}
