@@ -4,6 +4,7 @@
 //! this module only feeds candles in time order and keeps the hourly context honest (an
 //! hour is visible from its close on, never earlier: no look-ahead).
 
+pub mod chart;
 pub mod metrics;
 pub mod report;
 

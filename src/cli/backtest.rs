@@ -38,6 +38,9 @@ pub struct BacktestArgs {
     /// Write every closed trade to this CSV file.
     #[arg(long)]
     pub trades_csv: Option<PathBuf>,
+    /// Draw the equity curve into this PNG file.
+    #[arg(long)]
+    pub equity_png: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +123,10 @@ pub fn run_backtest(args: BacktestArgs, json: bool) -> Result<(), CliError> {
     let outcome = backtest::run(input).map_err(|e| CliError::Other(e.to_string()))?;
     if let Some(p) = &args.trades_csv {
         write(p, &report::trades_csv(&outcome))?;
+    }
+    if let Some(p) = &args.equity_png {
+        crate::backtest::chart::equity_png(p, &outcome.equity)
+            .map_err(|e| CliError::Other(e.to_string()))?;
     }
     if json {
         println!("{}", report::json_line(&outcome, review));

@@ -202,3 +202,25 @@ fn with_risk_review_and_slippage_off_the_month_matches_freqtrade() {
     let pnl = v["pnl_krw"].as_f64().unwrap();
     assert!((pnl - -23_052.118).abs() < 0.001, "pnl {pnl}");
 }
+
+#[test]
+fn equity_png_is_a_png_drawn_with_the_embedded_font() {
+    let png = scratch("equity.png");
+    let (code, _, err) = run(&[
+        "backtest",
+        "--candles",
+        MINUTES,
+        "--hourly",
+        HOURS,
+        "--equity-png",
+        path(&png),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(
+        bytes.len() > 10_000,
+        "suspiciously small: {} bytes",
+        bytes.len()
+    );
+}
