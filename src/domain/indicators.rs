@@ -105,30 +105,29 @@ pub fn rsi(values: &[f64], period: usize) -> Vec<Option<f64>> {
     let n = period as f64;
     let (mut gain, mut loss) = (0.0, 0.0);
     for i in 1..=period {
-        let change = values[i] - values[i - 1];
-        if change < 0.0 {
-            loss -= change;
-        } else {
-            gain += change;
-        }
+        add_change(values[i] - values[i - 1], &mut gain, &mut loss);
     }
     loss /= n;
     gain /= n;
     out[period] = Some(rsi_value(gain, loss));
     for i in period + 1..values.len() {
-        let change = values[i] - values[i - 1];
         loss *= n - 1.0;
         gain *= n - 1.0;
-        if change < 0.0 {
-            loss -= change;
-        } else {
-            gain += change;
-        }
+        add_change(values[i] - values[i - 1], &mut gain, &mut loss);
         loss /= n;
         gain /= n;
         out[i] = Some(rsi_value(gain, loss));
     }
     out
+}
+
+/// A change goes to the gains or (negated) to the losses, as in TA-Lib.
+fn add_change(change: f64, gain: &mut f64, loss: &mut f64) {
+    if change < 0.0 {
+        *loss -= change;
+    } else {
+        *gain += change;
+    }
 }
 
 fn rsi_value(gain: f64, loss: f64) -> f64 {
@@ -172,11 +171,7 @@ impl Rsi {
             self.loss *= self.n - 1.0;
             self.gain *= self.n - 1.0;
         }
-        if change < 0.0 {
-            self.loss -= change;
-        } else {
-            self.gain += change;
-        }
+        add_change(change, &mut self.gain, &mut self.loss);
         if seeding && self.changes < self.period {
             return None;
         }

@@ -92,6 +92,13 @@ fn write(name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// Exit code 2 (bad input) and `expected` in the error.
+fn assert_refused(args: &[&str], expected: &str) {
+    let (code, _, err) = run(args);
+    assert_eq!(code, 2, "{args:?}: {err}");
+    assert!(err.contains(expected), "{expected:?} not in {err:?}");
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -102,11 +109,9 @@ fn a_high_below_low_candle_is_refused_naming_file_line_and_field() {
         "bad.csv",
         "timestamp,open,high,low,close,volume\n2025-09-01 00:00:00,10,12,9,11,1\n2025-09-01 00:01:00,10,9,12,11,1\n",
     );
-    let (code, _, err) = run(&["backtest", "--candles", path(&p)]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("bad.csv:3: field `high`: high 9 is below low 12"),
-        "{err}"
+    assert_refused(
+        &["backtest", "--candles", path(&p)],
+        "bad.csv:3: field `high`: high 9 is below low 12",
     );
 }
 
@@ -116,11 +121,9 @@ fn a_broken_row_is_refused_naming_its_line() {
         "broken.csv",
         "timestamp,open,high,low,close,volume\n2025-09-01 00:00:00,10,12,9,11,1\n2025-09-01 00:01:00,10,12\n",
     );
-    let (code, _, err) = run(&["indicators", "--input", path(&p), "--interval", "1m"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("broken.csv:3: 3 cells, the header has 6"),
-        "{err}"
+    assert_refused(
+        &["indicators", "--input", path(&p), "--interval", "1m"],
+        "broken.csv:3: 3 cells, the header has 6",
     );
 }
 
