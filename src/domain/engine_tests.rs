@@ -106,3 +106,89 @@ fn a_stop_loss_sells_and_records_the_loss_on_the_exit_fill_day() {
     let r = e.risk().unwrap();
     assert_eq!((r.realized_pnl_today, r.loss_streak), (pnl, 1));
 }
+
+/// 200 rising minutes then a sharp dip that stays above MA200 but falls through the lower
+/// band: an entry signal at candle 200 once RSI and volume limits are opened up.
+fn dip_series(start: DateTime<Utc>) -> Vec<Candle> {
+    let mut v: Vec<Candle> = (0..200)
+        .map(|i| Candle {
+            open_time: start + Duration::minutes(i),
+            ..flat(0, 1_000 + i)
+        })
+        .collect();
+    v.push(Candle {
+        open_time: start + Duration::minutes(200),
+        low: 1_150.into(),
+        close: 1_150.into(),
+        ..flat(0, 1_199)
+    });
+    v.push(Candle {
+        open_time: start + Duration::minutes(201),
+        ..flat(0, 1_150)
+    });
+    v
+}
+
+fn eager() -> StrategyConfig {
+    let mut cfg = StrategyConfig::default();
+    cfg.entry.rsi14_below = 101.0;
+    cfg.entry.rsi7_below_sideways = 101.0;
+    cfg.entry.volume_ratio_above = -1.0;
+    cfg
+}
+
+const SIDEWAYS: MarketContext<'static> = MarketContext {
+    regime_distance: Some(0.0),
+    closed_hours: &[],
+};
+
+#[test]
+fn an_entry_decided_at_2359_kst_counts_on_the_next_day_when_it_fills() {
+    // Candle 200 opens at 14:59 UTC (23:59 KST); its buy fills at 15:00 UTC, a new day.
+    let start = Utc.with_ymd_and_hms(2025, 9, 1, 11, 39, 0).unwrap();
+    let mut e = Engine::new(eager(), ReviewMode::Off, Krw::new(1_000_000.into()));
+    let series = dip_series(start);
+    for c in &series[..200] {
+        assert_eq!(e.on_candle(c, &SIDEWAYS).unwrap().decision, Decision::None);
+    }
+    let s = e.on_candle(&series[200], &SIDEWAYS).unwrap();
+    assert_eq!(s.decision, Decision::Entry { review: None });
+    assert_eq!(
+        e.risk().unwrap().entries_today,
+        0,
+        "counted at the fill, not the decision"
+    );
+    let s = e.on_candle(&series[201], &SIDEWAYS).unwrap();
+    assert!(s.day_reset, "the reset ran first");
+    let b = s.bought.expect("filled at the next open");
+    // 20 % of 1,000,000 at 1150 × 1.0005, rounded down to 8 decimals.
+    assert_eq!(b.price.value(), Decimal::new(1_150_575, 3));
+    assert_eq!(b.qty.value(), Decimal::new(17_382_613_041, 8));
+    let r = e.risk().unwrap();
+    assert_eq!(
+        (r.day.to_string().as_str(), r.entries_today),
+        ("2025-09-02", 1)
+    );
+}
+
+#[test]
+fn a_halted_account_refuses_the_entry_at_the_decision() {
+    let start = Utc.with_ymd_and_hms(2025, 9, 1, 0, 0, 0).unwrap();
+    let mut e = Engine::new(eager(), ReviewMode::Off, Krw::new(1_000_000.into()));
+    let series = dip_series(start);
+    for c in &series[..200] {
+        e.on_candle(c, &SIDEWAYS).unwrap();
+    }
+    e.set_halted(true);
+    let s = e.on_candle(&series[200], &SIDEWAYS).unwrap();
+    assert!(
+        matches!(s.decision, Decision::RiskRefused { .. }),
+        "{:?}",
+        s.decision
+    );
+    assert!(e
+        .on_candle(&series[201], &SIDEWAYS)
+        .unwrap()
+        .bought
+        .is_none());
+}
