@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 
 use crate::domain::indicator_table::to_f64;
 use crate::domain::money::Krw;
-use crate::domain::risk::seoul_day;
+use crate::domain::risk::seoul_day_bounds;
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Metrics {
@@ -36,10 +36,17 @@ pub fn compute(start: Krw, equity: &[(DateTime<Utc>, Krw)], exposed: usize) -> M
 fn max_drawdown_pct(equity: &[(DateTime<Utc>, Krw)]) -> f64 {
     let mut peak = Decimal::MIN;
     let mut worst = Decimal::ZERO;
+    let mut prev = None;
     for (_, e) in equity {
         let e = e.value();
+        // Flat stretches (no position) repeat the same equity: nothing new to measure, and
+        // the division is the loop's main cost.
+        if prev == Some(e) {
+            continue;
+        }
+        prev = Some(e);
         peak = peak.max(e);
-        if peak > Decimal::ZERO {
+        if peak > Decimal::ZERO && e < peak {
             worst = worst.max((peak - e) / peak);
         }
     }
@@ -52,14 +59,12 @@ fn daily_returns(start: Krw, equity: &[(DateTime<Utc>, Krw)]) -> Vec<f64> {
     let mut closes: Vec<Decimal> = Vec::new();
     let mut day = None;
     for (t, e) in equity {
-        let d = seoul_day(*t);
-        if day == Some(d) {
-            if let Some(last) = closes.last_mut() {
-                *last = e.value();
+        match (day, closes.last_mut()) {
+            (Some((start, end)), Some(last)) if *t >= start && *t < end => *last = e.value(),
+            _ => {
+                closes.push(e.value());
+                day = Some(seoul_day_bounds(*t));
             }
-        } else {
-            closes.push(e.value());
-            day = Some(d);
         }
     }
     let mut prev = start.value();

@@ -83,7 +83,6 @@ fn layout(header: &[&str]) -> Result<Layout, String> {
 }
 
 fn parse_time(s: &str, format: TimeFormat) -> Result<DateTime<Utc>, String> {
-    let s = s.trim();
     let millis = |s: &str| {
         s.parse::<i64>()
             .ok()
@@ -91,10 +90,12 @@ fn parse_time(s: &str, format: TimeFormat) -> Result<DateTime<Utc>, String> {
     };
     let text = |s: &str| {
         let s = s.strip_suffix('Z').unwrap_or(s);
-        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
-            .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S"))
-            .ok()
-            .map(|n| n.and_utc())
+        fast_datetime(s).or_else(|| {
+            NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+                .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S"))
+                .ok()
+                .map(|n| n.and_utc())
+        })
     };
     let parsed = match format {
         TimeFormat::Text => text(s),
@@ -102,6 +103,52 @@ fn parse_time(s: &str, format: TimeFormat) -> Result<DateTime<Utc>, String> {
         TimeFormat::Auto => millis(s).or_else(|| text(s)),
     };
     parsed.ok_or_else(|| format!("`{s}` is not a UTC time (YYYY-MM-DD HH:MM:SS or epoch ms)"))
+}
+
+/// Splits a row at commas into `out`, trimming cells only when they need it: the byte
+/// loop is several times faster than `str::split` + `trim` on these short cells.
+fn split_cells<'a>(row: &'a str, out: &mut Vec<&'a str>) {
+    out.clear();
+    let trim = |c: &'a str| {
+        let b = c.as_bytes();
+        match (b.first(), b.last()) {
+            (Some(f), Some(l)) if f.is_ascii_whitespace() || l.is_ascii_whitespace() => c.trim(),
+            _ => c,
+        }
+    };
+    let mut start = 0;
+    for (i, b) in row.bytes().enumerate() {
+        if b == b',' {
+            // Slicing at an ASCII comma is always on a char boundary.
+            out.push(trim(&row[start..i]));
+            start = i + 1;
+        }
+    }
+    out.push(trim(&row[start..]));
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (or with `T`) read digit by digit: chrono's format parser costs
+/// more than the rest of a row, and a month of minutes has 47,598 of them.
+fn fast_datetime(s: &str) -> Option<DateTime<Utc>> {
+    let b = s.as_bytes();
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b' ' | b'T')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let date =
+        chrono::NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)?;
+    let time = chrono::NaiveTime::from_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)?;
+    Some(date.and_time(time).and_utc())
 }
 
 /// Parses a candle CSV. `file` only names the source in errors.
@@ -121,12 +168,13 @@ pub fn parse_candles(file: &str, text: &str, interval: Interval) -> Result<Vec<C
     let width = header.len();
     let mut candles = Vec::with_capacity(text.len() / 60);
     let mut line_of = Vec::with_capacity(text.len() / 60);
+    let mut cells: Vec<&str> = Vec::with_capacity(width);
     for (i, row) in lines {
         let line = i + 1;
-        if row.trim().is_empty() {
+        if row.is_empty() || row.bytes().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let cells: Vec<&str> = row.split(',').collect();
+        split_cells(row, &mut cells);
         if cells.len() != width {
             return Err(err(
                 line,
@@ -162,7 +210,7 @@ pub fn parse_candles(file: &str, text: &str, interval: Interval) -> Result<Vec<C
 
 fn parse_row(cells: &[&str], lay: &Layout) -> Result<Candle, (&'static str, String)> {
     let num = |idx: usize, field: &'static str| {
-        let s = cells[idx].trim();
+        let s = cells[idx];
         Decimal::from_str(s)
             .or_else(|_| Decimal::from_scientific(s))
             .map_err(|_| (field, format!("`{s}` is not a number")))
@@ -227,6 +275,28 @@ mod tests {
             e.to_string(),
             "m.csv:4: field `high`: high 90 is below low 95"
         );
+    }
+
+    #[test]
+    fn the_fast_time_path_agrees_with_chrono_and_refuses_nonsense() {
+        let t = parse_time("2025-09-01 23:59:07", TimeFormat::Auto).unwrap();
+        assert_eq!(t.to_rfc3339(), "2025-09-01T23:59:07+00:00");
+        let t = parse_time("2025-01-26T18:30:00Z", TimeFormat::Text).unwrap();
+        assert_eq!(t.to_rfc3339(), "2025-01-26T18:30:00+00:00");
+        assert_eq!(
+            parse_time("1756684800000", TimeFormat::Auto)
+                .unwrap()
+                .to_rfc3339(),
+            "2025-09-01T00:00:00+00:00"
+        );
+        for bad in [
+            "2025-13-01 00:00:00",
+            "2025-02-30 00:00:00",
+            "2025-09-01 24:00:00",
+            "2025-09-01 0a:00:00",
+        ] {
+            assert!(parse_time(bad, TimeFormat::Auto).is_err(), "{bad}");
+        }
     }
 
     #[test]

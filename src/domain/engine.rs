@@ -190,6 +190,9 @@ impl Engine {
     }
 
     fn roll_day(&mut self, at: DateTime<Utc>) -> bool {
+        if self.risk.as_ref().is_some_and(|r| !r.is_new_day(at)) {
+            return false;
+        }
         let equity = self.equity_at(self.last_close);
         match &mut self.risk {
             Some(r) => r.roll_day(at, equity),

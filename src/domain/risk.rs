@@ -10,7 +10,7 @@
 //!
 //! Exits are never blocked by risk rules: only entries are checked here.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Asia::Seoul;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,31 @@ pub fn seoul_day(t: DateTime<Utc>) -> NaiveDate {
     t.with_timezone(&Seoul).date_naive()
 }
 
+/// The UTC instants where the Seoul day of `t` begins and ends (half-open), so hot loops
+/// compare two timestamps instead of converting every candle's time zone.
+pub fn seoul_day_bounds(t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let day = seoul_day(t);
+    let start_of = |d: NaiveDate| {
+        // A midnight a DST change skipped starts the day at the first instant after it.
+        let midnight = d.and_time(chrono::NaiveTime::MIN);
+        Seoul
+            .from_local_datetime(&midnight)
+            .earliest()
+            .or_else(|| {
+                Seoul
+                    .from_local_datetime(&(midnight + Duration::hours(1)))
+                    .earliest()
+            })
+            .map(|l| l.with_timezone(&Utc))
+    };
+    let start = start_of(day).unwrap_or(t);
+    let end = day
+        .succ_opt()
+        .and_then(start_of)
+        .unwrap_or(t + Duration::days(1));
+    (start, end)
+}
+
 /// Why an entry is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -69,6 +94,9 @@ pub struct RiskState {
     /// Survives midnight, too.
     pub cooldown_until: Option<DateTime<Utc>>,
     pub halted: bool,
+    /// [`seoul_day_bounds`] of `day`, cached.
+    #[serde(skip)]
+    bounds: (DateTime<Utc>, DateTime<Utc>),
 }
 
 impl RiskState {
@@ -82,6 +110,7 @@ impl RiskState {
             loss_streak: 0,
             cooldown_until: None,
             halted: false,
+            bounds: seoul_day_bounds(now),
         }
     }
 
@@ -89,15 +118,20 @@ impl RiskState {
     /// realised PnL and entry count go to zero, the streak and cooldown stay. `equity` is
     /// the balance plus the open position at the previous close. Returns whether it reset.
     pub fn roll_day(&mut self, now: DateTime<Utc>, equity: Krw) -> bool {
-        let day = seoul_day(now);
-        if day == self.day {
+        if !self.is_new_day(now) {
             return false;
         }
-        self.day = day;
+        self.day = seoul_day(now);
+        self.bounds = seoul_day_bounds(now);
         self.day_start_equity = equity;
         self.realized_pnl_today = Krw::ZERO;
         self.entries_today = 0;
         true
+    }
+
+    /// Whether `now` lies outside the current Seoul day (a reset is due).
+    pub fn is_new_day(&self, now: DateTime<Utc>) -> bool {
+        now < self.bounds.0 || now >= self.bounds.1
     }
 
     /// May an entry be decided at `now`? Checked against the decision's day, which the
