@@ -55,7 +55,11 @@ impl Window {
     /// leaves the sum after this step's output).
     fn push(&mut self, x: f64) -> bool {
         self.buf[self.head] = x;
-        self.head = (self.head + 1) % self.buf.len();
+        // A compare instead of `%`: the division was the step's single largest cost.
+        self.head += 1;
+        if self.head == self.buf.len() {
+            self.head = 0;
+        }
         if self.len < self.buf.len() {
             self.len += 1;
         }
