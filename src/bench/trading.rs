@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::backtest::{self, BacktestInput};
-use crate::cli::backtest::{load_candles, load_strategy};
+use crate::cli::backtest::{load_candles, load_hours_for, load_strategy};
 use crate::cli::CliError;
 use crate::domain::candle::Interval;
 use crate::domain::engine::ReviewMode;
@@ -147,7 +147,7 @@ pub fn backtest(a: TradingBenchArgs, json: bool) -> Result<(), CliError> {
     let load = || -> Result<_, CliError> {
         let m = load_candles(&a.candles, Interval::M1)?;
         let h = match &a.hourly {
-            Some(p) => load_candles(p, Interval::H1)?,
+            Some(p) => load_hours_for(p, m.first().map(|c| c.open_time))?,
             None => Vec::new(),
         };
         Ok((m, h))

@@ -11,11 +11,13 @@ use rust_decimal::Decimal;
 use super::CliError;
 use crate::backtest::{self, report, BacktestInput};
 use crate::domain::candle::{Candle, Interval};
-use crate::domain::candle_csv::parse_candles;
+use crate::domain::candle_csv::{parse_candles, parse_candles_from};
 use crate::domain::config::{parse_strategy, StrategyConfig};
 use crate::domain::engine::ReviewMode;
 use crate::domain::indicator_table;
 use crate::domain::money::Krw;
+use crate::domain::strategy::REGIME_SLOW;
+use chrono::{DateTime, Duration, Utc};
 
 #[derive(Debug, Args)]
 pub struct BacktestArgs {
@@ -74,6 +76,31 @@ pub fn load_candles(path: &Path, interval: Interval) -> Result<Vec<Candle>, CliE
         .map_err(|e| CliError::BadInput(e.to_string()))
 }
 
+/// Hourly candles from `start` − 2 × 200 hours on: the regime needs the 200 rows before
+/// the first minute and nothing older, and skipping years of rows halves the command's
+/// time. If gaps leave fewer than 200 rows before `start`, the whole file is read. (The
+/// SMAs' running sums then start later; on whole-won KRW prices they are exact integers
+/// in f64 either way, so the regime is bit-identical.)
+pub fn load_hours_for(path: &Path, start: Option<DateTime<Utc>>) -> Result<Vec<Candle>, CliError> {
+    let text = read(path)?;
+    let name = path.display().to_string();
+    let parse = |from| {
+        parse_candles_from(&name, &text, Interval::H1, from)
+            .map_err(|e| CliError::BadInput(e.to_string()))
+    };
+    let Some(start) = start else {
+        return parse(None);
+    };
+    let from = start - Duration::hours(2 * REGIME_SLOW as i64);
+    let hours = parse(Some(from))?;
+    let before = hours.iter().take_while(|h| h.open_time < start).count();
+    if before >= REGIME_SLOW {
+        Ok(hours)
+    } else {
+        parse(None)
+    }
+}
+
 /// The strategy file named, else `./strategy.toml`, else the defaults.
 pub fn load_strategy(path: Option<&Path>) -> Result<StrategyConfig, CliError> {
     let path = match path {
@@ -101,7 +128,7 @@ pub fn prepare(args: &BacktestArgs) -> Result<BacktestInput, CliError> {
     let config = load_strategy(args.strategy.as_deref())?;
     let minutes = load_candles(&args.candles, Interval::M1)?;
     let hourly = match &args.hourly {
-        Some(p) => load_candles(p, Interval::H1)?,
+        Some(p) => load_hours_for(p, minutes.first().map(|c| c.open_time))?,
         None => Vec::new(),
     };
     Ok(BacktestInput {

@@ -153,6 +153,17 @@ fn fast_datetime(s: &str) -> Option<DateTime<Utc>> {
 
 /// Parses a candle CSV. `file` only names the source in errors.
 pub fn parse_candles(file: &str, text: &str, interval: Interval) -> Result<Vec<Candle>, CsvError> {
+    parse_candles_from(file, text, interval, None)
+}
+
+/// [`parse_candles`], skipping rows that open before `from` (only their time is read):
+/// a backtest needs a few hundred hours before its first minute, not years of them.
+pub fn parse_candles_from(
+    file: &str,
+    text: &str,
+    interval: Interval,
+    from: Option<DateTime<Utc>>,
+) -> Result<Vec<Candle>, CsvError> {
     let err = |line: usize, field: Option<&str>, reason: String| CsvError {
         file: file.to_string(),
         line,
@@ -182,6 +193,13 @@ pub fn parse_candles(file: &str, text: &str, interval: Interval) -> Result<Vec<C
                 format!("{} cells, the header has {width}", cells.len()),
             ));
         }
+        if let Some(from) = from {
+            let t = parse_time(cells[lay.time.0], lay.time.1)
+                .map_err(|r| err(line, Some(FIELDS[0]), r))?;
+            if t < from {
+                continue;
+            }
+        }
         let c = parse_row(&cells, &lay).map_err(|(f, r)| err(line, Some(f), r))?;
         validate(&c, interval).map_err(|e| err(line, Some(e.field()), e.to_string()))?;
         candles.push(c);
@@ -191,6 +209,12 @@ pub fn parse_candles(file: &str, text: &str, interval: Interval) -> Result<Vec<C
         candles.reverse();
         line_of.reverse();
     }
+    check_order(&candles, &line_of).map_err(|(line, reason)| err(line, Some(FIELDS[0]), reason))?;
+    Ok(candles)
+}
+
+/// Strictly ascending open times, or the line of the first that is not.
+fn check_order(candles: &[Candle], line_of: &[usize]) -> Result<(), (usize, String)> {
     for k in 1..candles.len() {
         if candles[k].open_time <= candles[k - 1].open_time {
             let what = if candles[k].open_time == candles[k - 1].open_time {
@@ -198,14 +222,13 @@ pub fn parse_candles(file: &str, text: &str, interval: Interval) -> Result<Vec<C
             } else {
                 "out-of-order"
             };
-            return Err(err(
+            return Err((
                 line_of[k],
-                Some("open_time"),
                 format!("{what} open time {}", candles[k].open_time),
             ));
         }
     }
-    Ok(candles)
+    Ok(())
 }
 
 fn parse_row(cells: &[&str], lay: &Layout) -> Result<Candle, (&'static str, String)> {
@@ -297,6 +320,14 @@ mod tests {
         ] {
             assert!(parse_time(bad, TimeFormat::Auto).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rows_before_from_are_skipped() {
+        let from = parse_time("2025-09-01 00:01:00", TimeFormat::Text).unwrap();
+        let c = parse_candles_from("a.csv", CCXT, Interval::M1, Some(from)).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].open_time, from);
     }
 
     #[test]
