@@ -144,8 +144,8 @@ pub fn prepare(args: &BacktestArgs) -> Result<BacktestInput, CliError> {
     })
 }
 
-pub fn run_backtest(args: BacktestArgs, json: bool) -> Result<(), CliError> {
-    let input = prepare(&args)?;
+pub fn run_backtest(args: &BacktestArgs, json: bool) -> Result<(), CliError> {
+    let input = prepare(args)?;
     let (review, balance) = (input.review, input.balance);
     let outcome = backtest::run(input).map_err(|e| CliError::Other(e.to_string()))?;
     if let Some(p) = &args.trades_csv {
@@ -163,7 +163,7 @@ pub fn run_backtest(args: BacktestArgs, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn run_indicators(args: IndicatorsArgs) -> Result<(), CliError> {
+pub fn run_indicators(args: &IndicatorsArgs) -> Result<(), CliError> {
     let interval =
         Interval::from_str(&args.interval).map_err(|e| CliError::BadInput(e.to_string()))?;
     if !matches!(interval, Interval::M1 | Interval::H1) {

@@ -91,15 +91,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Offline commands need neither tracing nor an async runtime: starting them would cost
     // a thread pool and milliseconds the backtest's budget does not have.
-    let offline = match cli.command {
+    // Borrowed, not moved: `cli` goes on whole to the online path, whatever fields it has.
+    let offline = match &cli.command {
         Command::Backtest(args) => backtest::run_backtest(args, cli.json),
         Command::Indicators(args) => backtest::run_indicators(args),
-        command => {
-            return run_online(Cli {
-                json: cli.json,
-                command,
-            })
-        }
+        _ => return run_online(cli),
     };
     match offline {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,8 +160,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Queues(cmd) => jobs::run_queues(cmd, json).await,
         Command::Bench(cmd) => crate::bench::run(cmd, json).await,
         Command::Db(cmd) => run::db(cmd).await,
-        Command::Backtest(args) => backtest::run_backtest(args, json),
-        Command::Indicators(args) => backtest::run_indicators(args),
+        Command::Backtest(args) => backtest::run_backtest(&args, json),
+        Command::Indicators(args) => backtest::run_indicators(&args),
     }
 }
 
