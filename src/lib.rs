@@ -2,12 +2,14 @@
 //! trading bot. See `docs/ARCHITECTURE.md` for the layers and their invariants; the
 //! dependencies point down only: `queue` ← `workflow` ← `schedule` ← `cli`/`web`.
 
+pub mod backtest;
 pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod defs;
+pub mod domain;
 pub mod failpoint;
 pub mod queue;
 pub mod schedule;

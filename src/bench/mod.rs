@@ -2,6 +2,7 @@
 
 pub mod queue;
 pub mod schedules;
+pub mod trading;
 
 use clap::Subcommand;
 
@@ -13,11 +14,17 @@ pub enum BenchCommand {
     Queue(queue::QueueBenchArgs),
     /// Per-second schedules across worker processes: fires/s, lateness, duplicates.
     Schedules(schedules::ScheduleBenchArgs),
+    /// Indicator step time per candle on a candle file (default: the shared BTC 1m month).
+    Indicators(trading::TradingBenchArgs),
+    /// Backtest time per candle and peak RSS on a candle file.
+    Backtest(trading::TradingBenchArgs),
 }
 
 pub async fn run(cmd: BenchCommand, json: bool) -> Result<(), CliError> {
     match cmd {
         BenchCommand::Queue(a) => queue::run(a, json).await,
         BenchCommand::Schedules(a) => schedules::run(a, json).await,
+        BenchCommand::Indicators(a) => trading::indicators(a, json),
+        BenchCommand::Backtest(a) => trading::backtest(a, json),
     }
 }

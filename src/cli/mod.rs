@@ -3,6 +3,7 @@
 //! 0 ok, 1 failure, 2 bad input (also clap's usage errors), 3 not found or wrong state,
 //! 4 database unreachable.
 
+pub mod backtest;
 mod config;
 mod jobs;
 mod run;
@@ -73,6 +74,10 @@ pub enum Command {
     /// Workflows from the workflows directory: list, run, show, retry, cancel.
     #[command(subcommand)]
     Workflows(workflows::WorkflowsCommand),
+    /// Replay the strategy over candle CSVs (no database): trades, PnL, drawdown, Sharpe.
+    Backtest(backtest::BacktestArgs),
+    /// Compute the strategy's indicators over a candle CSV (the TA-Lib reference columns).
+    Indicators(backtest::IndicatorsArgs),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -137,6 +142,24 @@ impl From<sqlx::Error> for CliError {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Offline commands need neither tracing nor an async runtime: starting them would cost
+    // a thread pool and milliseconds the backtest's budget does not have.
+    // Borrowed, not moved: `cli` goes on whole to the online path, whatever fields it has.
+    let offline = match &cli.command {
+        Command::Backtest(args) => backtest::run_backtest(args, cli.json),
+        Command::Indicators(args) => backtest::run_indicators(args),
+        _ => return run_online(cli),
+    };
+    match offline {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run_online(cli: Cli) -> ExitCode {
     // Long-running commands log their progress; one-shot commands only warnings.
     let long_running = matches!(cli.command, Command::Up(_) | Command::Worker(_));
     init_tracing(if long_running {
@@ -206,6 +229,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Workflows(cmd) => workflows::run(cmd, &dirs, json).await,
         Command::Bench(cmd) => crate::bench::run(cmd, json).await,
         Command::Db(cmd) => run::db(cmd).await,
+        Command::Backtest(args) => backtest::run_backtest(&args, json),
+        Command::Indicators(args) => backtest::run_indicators(&args),
     }
 }
 
