@@ -8,5 +8,6 @@ pub mod cli;
 pub mod clock;
 pub mod db;
 pub mod domain;
+pub mod paper;
 pub mod queue;
 pub mod web;

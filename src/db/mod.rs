@@ -32,6 +32,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "probe_runs",
         include_str!("../../migrations/0002_probe_runs.sql"),
     ),
+    // 3 is `schedules` on main (another branch); versions need not be contiguous.
+    (4, "paper", include_str!("../../migrations/0004_paper.sql")),
 ];
 
 pub fn migrator() -> Migrator {
