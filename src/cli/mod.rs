@@ -5,6 +5,7 @@
 
 pub mod backtest;
 mod jobs;
+mod paper;
 mod run;
 
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ pub enum Command {
     /// The embedded PostgreSQL cluster.
     #[command(subcommand)]
     Db(run::DbCommand),
+    /// The paper trading account.
+    #[command(subcommand)]
+    Paper(paper::PaperCommand),
 }
 
 /// Errors as the CLI reports them.
@@ -164,6 +168,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Queues(cmd) => jobs::run_queues(cmd, json).await,
         Command::Bench(cmd) => crate::bench::run(cmd, json).await,
         Command::Db(cmd) => run::db(cmd).await,
+        Command::Paper(cmd) => paper::run_paper(cmd, json).await,
         Command::Backtest(args) => backtest::run_backtest(args, json),
         Command::Indicators(args) => backtest::run_indicators(args),
     }

@@ -61,6 +61,7 @@ pub enum DbCommand {
 pub fn registry() -> HandlerRegistry {
     let mut r = HandlerRegistry::new();
     register_builtins(&mut r);
+    r.register(crate::paper::job::ExecuteOrder::default());
     r
 }
 
