@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod db;
 pub mod domain;
+pub mod market;
 pub mod paper;
 pub mod queue;
 pub mod web;

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     // 3 is `schedules` on main (another branch); versions need not be contiguous.
     (4, "paper", include_str!("../../migrations/0004_paper.sql")),
+    (
+        5,
+        "market",
+        include_str!("../../migrations/0005_market.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -3,6 +3,7 @@
 
 mod backtest_cli;
 mod cli_input;
+mod market;
 mod paper;
 mod queue_basics;
 mod queue_processes;
