@@ -403,3 +403,54 @@ fn clock_now(c: &coinpilot::clock::ManualClock) -> String {
     use coinpilot::clock::Clock;
     c.now().to_rfc3339()
 }
+
+#[tokio::test]
+async fn concurrent_buys_over_the_balance_never_overdraw_it() {
+    // Room for four buys of 1 unit at 100,000 (100,050 each with the fee), not five.
+    let (db, acct) = setup("450000").await;
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let opts = db.opts.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = sqlx::PgConnection::connect_with(&opts).await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
+            let req = request(acct, &format!("over-{n}"), "100000");
+            let r = paper::buy(&mut tx, &req, qty("1"), t0(), &PaperConfig::default()).await;
+            if r.is_ok() {
+                tx.commit().await.unwrap();
+            }
+            r.is_ok()
+        }));
+    }
+    let mut filled = 0;
+    for t in tasks {
+        filled += usize::from(t.await.unwrap());
+    }
+    assert_eq!(filled, 4);
+    assert_eq!(balance(&db, acct).await, d("450000") - d("4") * d("100050"));
+    assert_eq!(position(&db, acct).await.unwrap().quantity.value(), d("4"));
+}
+
+#[tokio::test]
+async fn paper_reset_cli_sets_the_balance() {
+    let db = TestDb::new().await;
+    let out = coinpilot(&db)
+        .args(["paper", "reset", "--balance", "250000", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b: Decimal = sqlx::query_scalar("SELECT balance FROM accounts WHERE name = 'paper'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(b, d("250000"));
+    let bad = coinpilot(&db)
+        .args(["paper", "reset", "--balance", "-1"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
