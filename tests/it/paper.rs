@@ -96,29 +96,47 @@ async fn position(db: &TestDb, a: AccountId) -> Option<paper::OpenPosition> {
     paper::position(&mut c, a, &btc()).await.unwrap()
 }
 
+/// Buys from their own connections at once (not the pool: separate sessions racing for the
+/// same rows), each in its own transaction, committed when it succeeds.
+async fn concurrent_buys(
+    db: &TestDb,
+    orders: Vec<(OrderRequest, BuyAmount)>,
+) -> Vec<Result<Executed, PaperError>> {
+    let mut tasks = Vec::new();
+    for (req, amount) in orders {
+        let opts = db.opts.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = sqlx::PgConnection::connect_with(&opts).await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
+            let r = paper::buy(&mut tx, &req, amount, t0(), &PaperConfig::default()).await;
+            if r.is_ok() {
+                tx.commit().await.unwrap();
+            }
+            r
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 #[tokio::test]
 async fn ten_concurrent_buys_sum_to_55() {
     let (db, acct) = setup("1000000000").await;
     let price = "10000000.5";
-    let mut tasks = Vec::new();
-    for n in 1..=10 {
-        let opts = db.opts.clone();
-        tasks.push(tokio::spawn(async move {
-            // Its own connection, not the pool: ten sessions racing for the same rows.
-            let mut conn = sqlx::PgConnection::connect_with(&opts).await.unwrap();
-            let mut tx = conn.begin().await.unwrap();
-            let req = request(acct, &format!("buy-{n}"), price);
-            let amount = qty(&n.to_string());
-            let r = paper::buy(&mut tx, &req, amount, t0(), &PaperConfig::default())
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
-            r
-        }));
-    }
+    let orders = (1..=10)
+        .map(|n| {
+            (
+                request(acct, &format!("buy-{n}"), price),
+                qty(&n.to_string()),
+            )
+        })
+        .collect();
     let mut spent = Decimal::ZERO;
-    for t in tasks {
-        let fill = t.await.unwrap().fill().cloned().unwrap();
+    for r in concurrent_buys(&db, orders).await {
+        let fill = r.unwrap().fill().cloned().unwrap();
         spent += fill.quantity.value() * fill.price.value() + fill.fee.value();
     }
     let p = position(&db, acct).await.unwrap();
@@ -197,23 +215,12 @@ async fn the_same_client_order_id_twice_fills_once() {
 #[tokio::test]
 async fn the_same_client_order_id_concurrently_fills_once() {
     let (db, acct) = setup("1000000").await;
-    let mut tasks = Vec::new();
-    for _ in 0..5 {
-        let opts = db.opts.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = sqlx::PgConnection::connect_with(&opts).await.unwrap();
-            let mut tx = conn.begin().await.unwrap();
-            let req = request(acct, "twin", "100000");
-            let r = paper::buy(&mut tx, &req, qty("1"), t0(), &PaperConfig::default())
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
-            r
-        }));
-    }
+    let orders = (0..5)
+        .map(|_| (request(acct, "twin", "100000"), qty("1")))
+        .collect();
     let mut fresh = 0;
-    for t in tasks {
-        fresh += usize::from(!t.await.unwrap().replayed);
+    for r in concurrent_buys(&db, orders).await {
+        fresh += usize::from(!r.unwrap().replayed);
     }
     assert_eq!(
         fresh, 1,
@@ -408,24 +415,11 @@ fn clock_now(c: &coinpilot::clock::ManualClock) -> String {
 async fn concurrent_buys_over_the_balance_never_overdraw_it() {
     // Room for four buys of 1 unit at 100,000 (100,050 each with the fee), not five.
     let (db, acct) = setup("450000").await;
-    let mut tasks = Vec::new();
-    for n in 0..8 {
-        let opts = db.opts.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = sqlx::PgConnection::connect_with(&opts).await.unwrap();
-            let mut tx = conn.begin().await.unwrap();
-            let req = request(acct, &format!("over-{n}"), "100000");
-            let r = paper::buy(&mut tx, &req, qty("1"), t0(), &PaperConfig::default()).await;
-            if r.is_ok() {
-                tx.commit().await.unwrap();
-            }
-            r.is_ok()
-        }));
-    }
-    let mut filled = 0;
-    for t in tasks {
-        filled += usize::from(t.await.unwrap());
-    }
+    let orders = (0..8)
+        .map(|n| (request(acct, &format!("over-{n}"), "100000"), qty("1")))
+        .collect();
+    let results = concurrent_buys(&db, orders).await;
+    let filled = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(filled, 4);
     assert_eq!(balance(&db, acct).await, d("450000") - d("4") * d("100050"));
     assert_eq!(position(&db, acct).await.unwrap().quantity.value(), d("4"));
