@@ -11,6 +11,7 @@ use super::sql;
 use super::{
     AccountId, BuyAmount, Executed, Execution, Fill, OrderRequest, PaperConfig, PaperError, Side,
 };
+use crate::domain::candle::Market;
 use crate::domain::money::{Krw, Price, Qty};
 use crate::domain::portfolio::{close_position, size_buy, BuyFill, ClosedTrade, Position};
 
@@ -149,7 +150,7 @@ pub async fn sell(
 pub async fn position(
     conn: &mut PgConnection,
     account: AccountId,
-    market: &crate::domain::candle::Market,
+    market: &Market,
 ) -> Result<Option<OpenPosition>, PaperError> {
     let row: Option<PositionRow> = sqlx::query_as(sql::POSITION)
         .bind(account.0)
