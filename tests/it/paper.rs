@@ -362,18 +362,14 @@ async fn reset_sets_the_balance_and_drops_positions() {
     assert!(position(&db, acct).await.is_none());
 }
 
-#[tokio::test]
-async fn an_execute_order_job_run_twice_fills_once() {
-    let db = TestDb::new().await;
-    let (clock, shared) = manual_clock();
+/// Runs `execute_order` jobs with these args through a real in-process worker (queue
+/// `orders`) and returns their outputs in enqueue order.
+async fn run_order_jobs(db: &TestDb, all_args: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let (_clock, shared) = manual_clock();
     let mut reg = HandlerRegistry::new();
     reg.register(ExecuteOrder::default());
-    let args = json!({
-        "market": "KRW-BTC", "side": "buy", "client_order_id": "job-buy-1",
-        "price": "100000000", "notional": "200000", "decided_at": clock_now(&clock),
-    });
     let mut ids = Vec::new();
-    for _ in 0..2 {
+    for args in all_args {
         let job = reg.new_job("execute_order", args.clone()).unwrap();
         assert_eq!(job.queue, "orders");
         let mut c = db.pool.acquire().await.unwrap();
@@ -381,6 +377,8 @@ async fn an_execute_order_job_run_twice_fills_once() {
     }
     let mut cfg = WorkerConfig::new("w", &["orders"]);
     cfg.poll_interval = std::time::Duration::from_millis(50);
+    // One slot: the jobs run one after another, in order.
+    cfg.concurrency = 1;
     let mut w = RunningWorker::start(Worker::new(db.pool.clone(), shared, reg, cfg));
     w.wait_for_all(
         20,
@@ -388,16 +386,30 @@ async fn an_execute_order_job_run_twice_fills_once() {
     )
     .await;
     w.shutdown().await;
+    sqlx::query_scalar("SELECT output FROM jobs WHERE id = ANY($1) ORDER BY id")
+        .bind(ids.iter().map(|i| i.0).collect::<Vec<_>>())
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// The manual clock's start (`support::manual_clock`), which is also `t0()` here.
+fn now_rfc3339() -> String {
+    t0().to_rfc3339()
+}
+
+#[tokio::test]
+async fn an_execute_order_job_run_twice_fills_once() {
+    let db = TestDb::new().await;
+    let args = json!({
+        "market": "KRW-BTC", "side": "buy", "client_order_id": "job-buy-1",
+        "price": "100000000", "notional": "200000", "decided_at": now_rfc3339(),
+    });
+    let outputs = run_order_jobs(&db, &[args.clone(), args]).await;
     assert_eq!(db.count("SELECT count(*) FROM fills").await, 1);
     assert_eq!(db.count("SELECT count(*) FROM positions").await, 1);
-    let outputs: Vec<serde_json::Value> =
-        sqlx::query_scalar("SELECT output FROM jobs WHERE id = ANY($1) ORDER BY id")
-            .bind(ids.iter().map(|i| i.0).collect::<Vec<_>>())
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
     let replayed: Vec<bool> = outputs.iter().map(|o| o["replayed"] == true).collect();
-    assert_eq!(replayed.iter().filter(|r| **r).count(), 1, "{outputs:?}");
+    assert_eq!(replayed, vec![false, true], "{outputs:?}");
     // The fill includes the 5 bps buy slippage the handler applies to the reference price.
     let price = |o: &serde_json::Value| d(o["price"].as_str().unwrap());
     assert!(
@@ -406,9 +418,29 @@ async fn an_execute_order_job_run_twice_fills_once() {
     );
 }
 
-fn clock_now(c: &coinpilot::clock::ManualClock) -> String {
-    use coinpilot::clock::Clock;
-    c.now().to_rfc3339()
+#[tokio::test]
+async fn execute_order_jobs_expire_stale_buys_and_exit_once() {
+    let db = TestDb::new().await;
+    let stale = (t0() - Duration::minutes(3)).to_rfc3339();
+    let buy = |id: &str, at: &str| {
+        json!({"market": "KRW-BTC", "side": "buy", "client_order_id": id,
+               "price": "100000000", "quantity": "0.001", "decided_at": at})
+    };
+    let bought = run_order_jobs(&db, &[buy("b1", &now_rfc3339()), buy("b0", &stale)]).await;
+    assert_eq!(bought[1]["state"], "expired", "{bought:?}");
+    let mut c = db.pool.acquire().await.unwrap();
+    let acct = paper::open_account(&mut c, "paper", paper::default_balance(), t0())
+        .await
+        .unwrap();
+    let coid = paper::exit_client_order_id(acct, &btc(), t0());
+    // Two exit decisions for the same position: the same derived id, one sale.
+    let sell = json!({"market": "KRW-BTC", "side": "sell", "client_order_id": coid,
+                      "price": "110000000", "decided_at": now_rfc3339(),
+                      "reason": "take_profit"});
+    let sold = run_order_jobs(&db, &[sell.clone(), sell]).await;
+    assert_eq!(sold[1]["replayed"], true, "{sold:?}");
+    assert_eq!(db.count("SELECT count(*) FROM trades").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM positions").await, 0);
 }
 
 #[tokio::test]
