@@ -152,6 +152,8 @@ impl Executed {
 
 /// The client order id of the exit of a position: derived from the position's entry fill,
 /// so two exit decisions for the same position name the same order and cannot sell twice.
+/// It names the position's *full* exit: a partial sell needs an id of its own, or the later
+/// full exit would replay it.
 pub fn exit_client_order_id(account: AccountId, market: &Market, entry: DateTime<Utc>) -> String {
     format!("sell:{}:{}:{}", account.0, market, entry.timestamp_micros())
 }
