@@ -11,6 +11,8 @@ pub mod db;
 pub mod defs;
 pub mod domain;
 pub mod failpoint;
+pub mod market;
+pub mod paper;
 pub mod queue;
 pub mod schedule;
 pub mod web;

@@ -50,21 +50,7 @@ pub async fn run(a: QueueBenchArgs, json: bool) -> Result<(), CliError> {
             "--jobs and --concurrency must be at least 1".into(),
         ));
     }
-    let target = db::resolve_target().await?;
-    let (admin_pool, name, url) = fresh_database(&target).await?;
-    let pool = db::connect(&Target::Url(url.clone()), 4).await?;
-    db::migrate(&pool).await?;
-    let result = measure(&a, &pool, &url).await;
-    pool.close().await;
-    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-    )))
-    .execute(&admin_pool)
-    .await;
-    if let Err(e) = dropped {
-        tracing::warn!(error = %e, database = %name, "could not drop the benchmark database");
-    }
-    let r = result?;
+    let r = in_fresh_database(|pool, url| async move { measure(&a, &pool, &url).await }).await?;
     if json {
         print_json(&r)
     } else {
@@ -91,7 +77,31 @@ pub async fn run(a: QueueBenchArgs, json: bool) -> Result<(), CliError> {
 }
 
 /// Creates `coinpilot_bench_<pid>` beside the target database; returns a URL to it.
-pub(crate) async fn fresh_database(target: &Target) -> Result<(PgPool, String, String), CliError> {
+/// Runs `f` on a fresh, migrated database (pool and URL) and drops the database after,
+/// whatever `f` returned.
+pub(crate) async fn in_fresh_database<T, F, Fut>(f: F) -> Result<T, CliError>
+where
+    F: FnOnce(PgPool, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, CliError>>,
+{
+    let target = db::resolve_target().await?;
+    let (admin_pool, name, url) = fresh_database(&target).await?;
+    let pool = db::connect(&Target::Url(url.clone()), 4).await?;
+    db::migrate(&pool).await?;
+    let result = f(pool.clone(), url).await;
+    pool.close().await;
+    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&admin_pool)
+    .await;
+    if let Err(e) = dropped {
+        tracing::warn!(error = %e, database = %name, "could not drop the benchmark database");
+    }
+    result
+}
+
+async fn fresh_database(target: &Target) -> Result<(PgPool, String, String), CliError> {
     let admin_pool = db::connect(target, 1).await?;
     let name = format!("coinpilot_bench_{}", std::process::id());
     sqlx::query(sqlx::AssertSqlSafe(format!(

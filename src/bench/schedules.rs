@@ -10,10 +10,9 @@ use clap::Args;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::queue::{fresh_database, round2, spawn_bench_worker, stop_worker, QUEUE};
+use super::queue::{in_fresh_database, round2, spawn_bench_worker, stop_worker, QUEUE};
 use crate::cli::{print_json, CliError};
 use crate::clock::{Clock, SystemClock};
-use crate::db::{self, Target};
 use crate::schedule::plan::CatchUp;
 use crate::schedule::{store, ScheduleDef, Target as ScheduleTarget};
 
@@ -66,21 +65,7 @@ pub async fn run(a: ScheduleBenchArgs, json: bool) -> Result<(), CliError> {
             "--schedules and --workers must be at least 1, --secs at least 3".into(),
         ));
     }
-    let target = db::resolve_target().await?;
-    let (admin_pool, name, url) = fresh_database(&target).await?;
-    let pool = db::connect(&Target::Url(url.clone()), 4).await?;
-    db::migrate(&pool).await?;
-    let result = measure(&a, &pool, &url).await;
-    pool.close().await;
-    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-    )))
-    .execute(&admin_pool)
-    .await;
-    if let Err(e) = dropped {
-        tracing::warn!(error = %e, database = %name, "could not drop the benchmark database");
-    }
-    let r = result?;
+    let r = in_fresh_database(|pool, url| async move { measure(&a, &pool, &url).await }).await?;
     if json {
         return print_json(&r);
     }

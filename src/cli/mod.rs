@@ -6,6 +6,7 @@
 pub mod backtest;
 mod config;
 mod jobs;
+mod paper;
 mod run;
 mod schedules;
 mod workflows;
@@ -87,6 +88,9 @@ pub enum Command {
     /// Check the configuration (file + environment) and print it with secrets masked.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// The paper trading account.
+    #[command(subcommand)]
+    Paper(paper::PaperCommand),
 }
 
 /// Errors as the CLI reports them.
@@ -231,6 +235,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Db(cmd) => run::db(cmd).await,
         Command::Backtest(args) => backtest::run_backtest(&args, json),
         Command::Indicators(args) => backtest::run_indicators(&args),
+        Command::Paper(cmd) => paper::run_paper(cmd, json).await,
     }
 }
 

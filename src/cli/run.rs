@@ -71,6 +71,7 @@ pub fn registry() -> HandlerRegistry {
     let mut r = HandlerRegistry::new();
     register_builtins(&mut r);
     schedule::register_kinds(&mut r);
+    r.register(crate::paper::job::ExecuteOrder::default());
     r
 }
 

@@ -179,35 +179,32 @@ impl Cluster {
 
     fn start(&self) -> Result<(), DbError> {
         tracing::info!(socket = %self.socket_dir.display(), "starting the embedded PostgreSQL cluster");
-        let opts = self.server_options();
+        self.run(self.server_control(&["start"]), "pg_ctl start")
+    }
+
+    /// `pg_ctl` starting (or restarting) the server, which listens only on its unix socket.
+    fn server_control(&self, action: &[&str]) -> std::process::Command {
+        let opts = format!(
+            "-k {} -c listen_addresses= -p {PORT}",
+            self.socket_dir.display()
+        );
         let mut cmd = self.command("pg_ctl");
         cmd.arg("-D")
             .arg(&self.data_dir)
             .arg("-l")
             .arg(&self.log_file)
-            .args(["-w", "-t", "60", "-o", &opts, "start"]);
-        self.run(cmd, "pg_ctl start")
-    }
-
-    /// The server listens only on its unix socket.
-    fn server_options(&self) -> String {
-        format!(
-            "-k {} -c listen_addresses= -p {PORT}",
-            self.socket_dir.display()
-        )
+            .args(["-w", "-t", "60", "-o", &opts])
+            .args(action);
+        cmd
     }
 
     /// Restarts the cluster in fast mode (`pg_ctl restart -m fast`): every connection is
     /// cut and open transactions roll back. The fault suite uses it.
     pub fn restart(&self) -> Result<(), DbError> {
-        let opts = self.server_options();
-        let mut cmd = self.command("pg_ctl");
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .arg("-l")
-            .arg(&self.log_file)
-            .args(["-m", "fast", "-w", "-t", "60", "-o", &opts, "restart"]);
-        self.run(cmd, "pg_ctl restart")
+        self.run(
+            self.server_control(&["-m", "fast", "restart"]),
+            "pg_ctl restart",
+        )
     }
 
     /// Stops the cluster (fast mode: running transactions are rolled back).

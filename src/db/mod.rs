@@ -37,6 +37,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "schedules_workflows",
         include_str!("../../migrations/0003_schedules_workflows.sql"),
     ),
+    (4, "paper", include_str!("../../migrations/0004_paper.sql")),
+    (
+        5,
+        "market",
+        include_str!("../../migrations/0005_market.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {
@@ -154,6 +160,33 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A migration file not listed in `MIGRATIONS` would never run: every file in
+    /// `migrations/` must be listed under its number, with the file's exact text.
+    #[test]
+    fn every_migration_file_is_compiled_in() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if !name.ends_with(".sql") {
+                continue;
+            }
+            files += 1;
+            let version: i64 = name.split('_').next().unwrap().parse().unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                MIGRATIONS.iter().any(|m| m.0 == version && m.2 == text),
+                "{name} is not in MIGRATIONS (or its text differs)"
+            );
+        }
+        assert_eq!(
+            files,
+            MIGRATIONS.len(),
+            "MIGRATIONS lists a file that is gone"
+        );
+    }
 
     #[test]
     fn passwords_are_redacted() {

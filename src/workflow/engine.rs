@@ -323,6 +323,18 @@ impl WorkflowEngine {
         Ok(StepState::Enqueued)
     }
 
+    /// The locked run and the step a job belongs to; `None` for a job outside workflows.
+    async fn run_of<'j>(
+        &self,
+        conn: &mut PgConnection,
+        job: &'j Job,
+    ) -> Result<Option<(LockedRun, &'j str)>, WorkflowError> {
+        let (Some(run_id), Some(step)) = (job.workflow_run_id, job.workflow_step.as_deref()) else {
+            return Ok(None);
+        };
+        Ok(Some((self.lock_run(conn, run_id).await?, step)))
+    }
+
     /// A step's job completed (called in the job's transaction).
     pub async fn step_completed(
         &self,
@@ -330,10 +342,10 @@ impl WorkflowEngine {
         job: &Job,
         now: DateTime<Utc>,
     ) -> Result<(), WorkflowError> {
-        let (Some(run_id), Some(step)) = (job.workflow_run_id, job.workflow_step.as_deref()) else {
+        let Some((run, step)) = self.run_of(conn, job).await? else {
             return Ok(());
         };
-        let run = self.lock_run(conn, run_id).await?;
+        let run_id = run.id;
         let change = StepChange {
             output: job.output.as_ref(),
             expect_job: Some(job.id.0),
@@ -366,10 +378,10 @@ impl WorkflowEngine {
         job: &Job,
         now: DateTime<Utc>,
     ) -> Result<(), WorkflowError> {
-        let (Some(run_id), Some(step)) = (job.workflow_run_id, job.workflow_step.as_deref()) else {
+        let Some((run, step)) = self.run_of(conn, job).await? else {
             return Ok(());
         };
-        let run = self.lock_run(conn, run_id).await?;
+        let run_id = run.id;
         let event = if job.state == JobState::Cancelled {
             StepEvent::Cancel
         } else {

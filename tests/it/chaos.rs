@@ -26,6 +26,7 @@ fn env_or(name: &str, default: usize) -> usize {
 /// and every job a killed worker held is rescued within lease + 10 s of the kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_workers_lose_nothing_and_are_rescued_within_the_lease() {
+    let _heavy = one_heavy_test_at_a_time();
     let db = TestDb::new().await;
     let n = env_or("COINPILOT_CHAOS_JOBS", 20_000);
     let kills = env_or("COINPILOT_CHAOS_KILLS", 6);
@@ -127,6 +128,7 @@ async fn check_rescue_bound(db: &TestDb, killed_at: &HashMap<String, DateTime<Ut
 /// Five workers and a per-second schedule: exactly one job per fire time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_workers_fire_a_per_second_schedule_once_per_second() {
+    let _heavy = one_heavy_test_at_a_time();
     let db = TestDb::new().await;
     let secs = env_or("COINPILOT_SCHEDULE_TEST_SECS", 30) as u64;
     let dir = std::env::temp_dir().join(format!(
@@ -142,7 +144,14 @@ async fn five_workers_fire_a_per_second_schedule_once_per_second() {
     .unwrap();
     let d = dir.to_str().unwrap();
     let mut workers: Vec<_> = (0..5)
-        .map(|i| spawn_worker(&db, &format!("s{i}"), &["--jobs-dir", d]))
+        .map(|i| {
+            // Two slots each: five workers' pools stay well inside max_connections.
+            spawn_worker(
+                &db,
+                &format!("s{i}"),
+                &["--jobs-dir", d, "--concurrency", "2"],
+            )
+        })
         .collect();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     for w in &workers {

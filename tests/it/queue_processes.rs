@@ -12,6 +12,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_worker_processes_drain_20000_jobs_each_attempt_once() {
+    let _heavy = one_heavy_test_at_a_time();
     let db = TestDb::new().await;
     let jobs: Vec<NewJob> = (0..20_000)
         .map(|_| NewJob::new("probe", json!({})))
@@ -56,6 +57,7 @@ async fn three_worker_processes_drain_20000_jobs_each_attempt_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_job_is_rescued_after_lease_and_its_late_completion_refused() {
+    let _heavy = one_heavy_test_at_a_time();
     let db = TestDb::new().await;
     let lease = ["--lease", "2", "--rescue-interval", "0.5"];
     let mut a = spawn_worker(&db, "doomed", &lease);

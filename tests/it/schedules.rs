@@ -354,6 +354,7 @@ async fn pause_resume_and_a_manual_trigger_recorded_as_such() {
 /// time in the window produced exactly one job, none missed.
 #[tokio::test]
 async fn a_per_second_schedule_fires_exactly_once_across_three_worker_processes() {
+    let _heavy = one_heavy_test_at_a_time();
     let db = TestDb::new().await;
     let secs: u64 = std::env::var("COINPILOT_SCHEDULE_TEST_SECS")
         .ok()
@@ -369,7 +370,14 @@ async fn a_per_second_schedule_fires_exactly_once_across_three_worker_processes(
             spawn_worker(
                 &db,
                 &format!("w{i}"),
-                &["--jobs-dir", jobs.path(), "--workflows-dir", empty.path()],
+                &[
+                    "--jobs-dir",
+                    jobs.path(),
+                    "--workflows-dir",
+                    empty.path(),
+                    "--concurrency",
+                    "2",
+                ],
             )
         })
         .collect();

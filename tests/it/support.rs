@@ -143,7 +143,7 @@ impl TestDb {
         admin.close().await.expect("close");
         let opts = h.server.clone().database(&name);
         let pool = PgPoolOptions::new()
-            .max_connections(20)
+            .max_connections(10)
             .connect_with(opts.clone())
             .await
             .expect("connect to test database");
@@ -288,4 +288,13 @@ pub fn signal(child: &Child, sig: &str) {
         .expect("kill")
         .success();
     assert!(ok, "kill {sig} failed");
+}
+
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Tests that start several worker processes run one at a time: their connection pools
+/// together pass the server's `max_connections` (100 by default) when two such tests
+/// overlap. Held for the whole test, across its awaits, by design.
+pub fn one_heavy_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }

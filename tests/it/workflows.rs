@@ -309,6 +309,7 @@ async fn a_child_with_two_parents_is_enqueued_once() {
 /// enqueued exactly once.
 #[tokio::test]
 async fn a_worker_killed_inside_a_step_completion_leaves_no_stuck_run_and_no_double_child() {
+    let _heavy = one_heavy_test_at_a_time();
     let Bundle { db, engine, worker } = setup().await;
     worker.shutdown().await; // only worker processes work in this test
     let def = workflow(
