@@ -285,6 +285,8 @@ fn show(p: &Path) -> String {
 pub(crate) fn cli_actor() -> String {
     format!(
         "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into())
     )
 }
