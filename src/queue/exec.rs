@@ -332,9 +332,16 @@ pub struct Completer {
     pub tracker: Tracker,
     pub events: EventSender,
     pub wake: Arc<Notify>,
+    /// Fired when the worker's services stop (shutdown, after the drain).
+    pub stop: CancellationToken,
 }
 
 const MAX_BATCH: usize = 1000;
+
+/// How long a shutting-down worker keeps retrying completions the database refuses. Past
+/// it the worker exits; the unwritten jobs' leases expire and they run again
+/// (at-least-once), rather than the process hanging on a database that is down.
+const GIVE_UP_AFTER_STOP: Duration = Duration::from_secs(10);
 
 impl Completer {
     pub fn start(self, mut rx: mpsc::UnboundedReceiver<Completion>) -> tokio::task::JoinHandle<()> {
@@ -357,6 +364,7 @@ impl Completer {
     /// leases are still renewed meanwhile, so nothing is rescued for a slow write.
     async fn flush(&self, batch: &mut Vec<Completion>) {
         let mut wait = Duration::from_millis(50);
+        let mut stopped_at: Option<std::time::Instant> = None;
         loop {
             match complete_batch(&self.pool, self.clock.now(), batch).await {
                 Ok(done) => {
@@ -374,6 +382,17 @@ impl Completer {
                     return;
                 }
                 Err(e) => {
+                    if self.stop.is_cancelled() {
+                        let since = *stopped_at.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() >= GIVE_UP_AFTER_STOP {
+                            tracing::error!(error = %e, jobs = batch.len(),
+                                "shutting down with completions unwritten; their jobs run again after the lease");
+                            for c in batch.drain(..) {
+                                self.tracker.release(c.id);
+                            }
+                            return;
+                        }
+                    }
                     tracing::warn!(error = %e, jobs = batch.len(), "writing completions failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));

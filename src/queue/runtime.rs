@@ -222,6 +222,7 @@ impl Worker {
             tracker: self.tracker.clone(),
             events: self.events.clone(),
             wake: self.wake.clone(),
+            stop: stop.clone(),
         };
         vec![
             listener.start(stop.clone()),
