@@ -15,6 +15,8 @@
 //!   running jobs get at SIGTERM before they are released;
 //! - `database.max_connections` — `COINPILOT_DATABASE_MAX_CONNECTIONS` — concurrency + 6;
 //! - `http.listen` — `COINPILOT_HTTP_LISTEN` — off for `worker`, 127.0.0.1:8080 for `up`;
+//! - `http.secure_cookies` — `COINPILOT_HTTP_SECURE_COOKIES` — false — mark the dashboard's
+//!   session cookie `Secure` (behind https);
 //! - `market.source` (`replay` | `upbit`) and `market.market` — `COINPILOT_MARKET_SOURCE`,
 //!   `COINPILOT_MARKET_MARKET` — replay, KRW-BTC;
 //! - `ai.provider` (`rules` | `anthropic` | `openai`), `ai.model`, `ai.base_url` —
@@ -123,6 +125,8 @@ impl Default for WorkerSection {
 pub struct HttpConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Mark the dashboard's session cookie `Secure` (set it when served behind https).
+    pub secure_cookies: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -330,6 +334,11 @@ impl Config {
             &mut self.database.max_connections,
         )?;
         set_some(env, "COINPILOT_HTTP_LISTEN", &mut self.http.listen)?;
+        set_parsed(
+            env,
+            "COINPILOT_HTTP_SECURE_COOKIES",
+            &mut self.http.secure_cookies,
+        )?;
         set_enum(env, "COINPILOT_MARKET_SOURCE", &mut self.market.source)?;
         set_parsed(env, "COINPILOT_MARKET_MARKET", &mut self.market.market)?;
         set_enum(env, "COINPILOT_AI_PROVIDER", &mut self.ai.provider)?;

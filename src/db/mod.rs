@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "schedules_workflows",
         include_str!("../../migrations/0003_schedules_workflows.sql"),
     ),
+    (
+        6,
+        "dashboard",
+        include_str!("../../migrations/0006_dashboard.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {
