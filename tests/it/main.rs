@@ -3,6 +3,7 @@
 
 mod cli_input;
 mod config_cli;
+mod dashboard;
 mod kustomize;
 mod ops_manifests;
 mod queue_basics;
