@@ -10,9 +10,11 @@ use axum::extract::ConnectInfo;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use coinpilot::clock::{self, SharedClock};
+use coinpilot::defs::SourceFile;
 use coinpilot::queue::{enqueue, enqueue_many, NewJob};
 use coinpilot::web::accounts::{Account, Role};
 use coinpilot::web::{self, AuthConfig, DashState, OpsState};
+use coinpilot::workflow::WorkflowDef;
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -28,6 +30,10 @@ struct Dash {
 }
 
 async fn setup() -> Dash {
+    setup_with(Vec::new()).await
+}
+
+async fn setup_with(workflows: Vec<WorkflowDef>) -> Dash {
     let db = TestDb::new().await;
     let clock = clock::system();
     let auth = AuthConfig {
@@ -38,7 +44,7 @@ async fn setup() -> Dash {
         secure_cookies: false,
         limiter: Default::default(),
     };
-    let dash = DashState::new(db.pool.clone(), clock.clone(), registry(), Vec::new(), auth);
+    let dash = DashState::new(db.pool.clone(), clock.clone(), registry(), workflows, auth);
     let ops = OpsState {
         pool: db.pool.clone(),
         clock: clock.clone(),
@@ -599,4 +605,140 @@ async fn pages_render_for_a_logged_in_admin() {
     let r = send(&d.app, get("/api/overview", Some(&l.cookie))).await;
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["queues"][0]["queue"], "default");
+}
+
+const PAIR: &str = r#"
+name = "pair"
+[[step]]
+id = "first"
+job = "noop"
+[[step]]
+id = "second"
+job = "noop"
+after = ["first"]
+"#;
+
+const SCHEDULES: &str = r#"
+[[schedule]]
+name = "hourly"
+cron = "0 0 * * * *"
+job = "noop"
+
+[[schedule]]
+name = "pair-daily"
+cron = "0 0 3 * * *"
+workflow = "pair"
+"#;
+
+async fn scalar(d: &Dash, sql: &str, bind: i64) -> String {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .bind(bind)
+        .fetch_one(&d.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn schedules_pause_resume_and_trigger_and_workflows_run_cancel_retry() {
+    let reg = registry();
+    let wf =
+        coinpilot::workflow::def::parse(&SourceFile::from_text("workflows/pair.toml", PAIR), &reg)
+            .unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "cp-dash-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("s.toml"), SCHEDULES).unwrap();
+    let defs = coinpilot::schedule::def::load_dir(&dir, &reg, std::slice::from_ref(&wf)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let d = setup_with(vec![wf]).await;
+    coinpilot::schedule::store::sync(&d.db.pool, &defs, false, d.clock.now())
+        .await
+        .unwrap();
+    let l = login(&d, "admin", ADMIN_PW).await;
+    let act = |p: &str| post(p, Some(&l.cookie), &[("csrf", &l.csrf)]);
+    let paused = || async {
+        sqlx::query_scalar::<_, bool>("SELECT paused FROM schedules WHERE name = 'hourly'")
+            .fetch_one(&d.db.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        send(&d.app, act("/schedules/hourly/pause")).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert!(paused().await);
+    let page = send(&d.app, get("/schedules", Some(&l.cookie))).await;
+    assert!(page.body.contains("/schedules/hourly/resume"));
+    send(&d.app, act("/schedules/hourly/resume")).await;
+    assert!(!paused().await);
+    send(&d.app, act("/schedules/hourly/trigger")).await;
+    assert_eq!(
+        d.db.count("SELECT count(*) FROM schedule_fires WHERE schedule = 'hourly' AND triggered_by = 'dashboard:admin'").await,
+        1
+    );
+    assert_eq!(
+        d.db.count("SELECT count(*) FROM jobs WHERE kind = 'noop'")
+            .await,
+        1
+    );
+    send(&d.app, act("/schedules/pair-daily/trigger")).await;
+    assert_eq!(d.db.count("SELECT count(*) FROM workflow_runs").await, 1);
+    assert_eq!(
+        send(&d.app, act("/schedules/nope/trigger")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let r = send(&d.app, act("/workflows/pair/run")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let run: i64 = r.location.unwrap()["/workflows/runs/".len()..]
+        .split('?')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        scalar(
+            &d,
+            "SELECT triggered_by FROM workflow_runs WHERE id = $1",
+            run
+        )
+        .await,
+        "dashboard:admin"
+    );
+    let page = send(
+        &d.app,
+        get(&format!("/workflows/runs/{run}"), Some(&l.cookie)),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<svg") && page.body.contains(">second<"));
+    // Cancelling the step's job by hand ends its run in the same transaction.
+    let job: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE workflow_run_id = $1")
+        .bind(run)
+        .fetch_one(&d.db.pool)
+        .await
+        .unwrap();
+    send(&d.app, act(&format!("/jobs/{job}/cancel"))).await;
+    assert_eq!(
+        scalar(&d, "SELECT state FROM workflow_runs WHERE id = $1", run).await,
+        "cancelled"
+    );
+    let r = send(&d.app, act(&format!("/workflows/runs/{run}/retry"))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        scalar(&d, "SELECT state FROM workflow_runs WHERE id = $1", run).await,
+        "running"
+    );
+    send(&d.app, act(&format!("/workflows/runs/{run}/cancel"))).await;
+    assert_eq!(
+        scalar(&d, "SELECT state FROM workflow_runs WHERE id = $1", run).await,
+        "cancelled"
+    );
+    assert_eq!(
+        send(&d.app, act("/workflows/unknown/run")).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
