@@ -1,6 +1,8 @@
 //! The dashboard's handlers through `oneshot` on a real PostgreSQL: access control (login,
-//! session, CSRF, roles, rate limit), search filters that must not be injectable, single and
-//! bulk actions, and error pages that show nothing internal.
+//! session, CSRF, roles, rate limit), search filters that must not be injectable and error
+//! pages that show nothing internal here; single and bulk actions in `actions`.
+
+mod actions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +12,6 @@ use axum::extract::ConnectInfo;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use coinpilot::clock::{self, SharedClock};
-use coinpilot::defs::SourceFile;
 use coinpilot::queue::{enqueue, enqueue_many, NewJob};
 use coinpilot::web::accounts::{Account, Role};
 use coinpilot::web::{self, AuthConfig, DashState, OpsState};
@@ -20,20 +21,20 @@ use tower::ServiceExt;
 
 use crate::support::{registry, TestDb};
 
-const ADMIN_PW: &str = "correct horse battery staple";
-const VIEWER_PW: &str = "viewer-pass-123";
+pub(super) const ADMIN_PW: &str = "correct horse battery staple";
+pub(super) const VIEWER_PW: &str = "viewer-pass-123";
 
-struct Dash {
-    db: TestDb,
-    app: Router,
-    clock: SharedClock,
+pub(super) struct Dash {
+    pub(super) db: TestDb,
+    pub(super) app: Router,
+    pub(super) clock: SharedClock,
 }
 
-async fn setup() -> Dash {
+pub(super) async fn setup() -> Dash {
     setup_with(Vec::new()).await
 }
 
-async fn setup_with(workflows: Vec<WorkflowDef>) -> Dash {
+pub(super) async fn setup_with(workflows: Vec<WorkflowDef>) -> Dash {
     let db = TestDb::new().await;
     let clock = clock::system();
     let auth = AuthConfig {
@@ -58,20 +59,20 @@ async fn setup_with(workflows: Vec<WorkflowDef>) -> Dash {
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    location: Option<String>,
-    set_cookie: Option<String>,
-    body: String,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) location: Option<String>,
+    pub(super) set_cookie: Option<String>,
+    pub(super) body: String,
 }
 
-fn from_ip(mut req: Request<Body>, ip: [u8; 4]) -> Request<Body> {
+pub(super) fn from_ip(mut req: Request<Body>, ip: [u8; 4]) -> Request<Body> {
     req.extensions_mut()
         .insert(ConnectInfo(SocketAddr::from((ip, 40000))));
     req
 }
 
-async fn send(app: &Router, req: Request<Body>) -> Reply {
+pub(super) async fn send(app: &Router, req: Request<Body>) -> Reply {
     let resp = app.clone().oneshot(req).await.unwrap();
     let h = |n: header::HeaderName| {
         resp.headers()
@@ -91,7 +92,7 @@ async fn send(app: &Router, req: Request<Body>) -> Reply {
     }
 }
 
-fn get(path: &str, cookie: Option<&str>) -> Request<Body> {
+pub(super) fn get(path: &str, cookie: Option<&str>) -> Request<Body> {
     let mut b = Request::builder().uri(path);
     if let Some(c) = cookie {
         b = b.header(header::COOKIE, c);
@@ -99,7 +100,7 @@ fn get(path: &str, cookie: Option<&str>) -> Request<Body> {
     b.body(Body::empty()).unwrap()
 }
 
-fn post(path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Request<Body> {
+pub(super) fn post(path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Request<Body> {
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
@@ -114,12 +115,12 @@ fn post(path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Request<Body
 }
 
 /// A logged-in session: its cookie and the CSRF token its pages embed.
-struct Login {
-    cookie: String,
-    csrf: String,
+pub(super) struct Login {
+    pub(super) cookie: String,
+    pub(super) csrf: String,
 }
 
-async fn login(d: &Dash, user: &str, pw: &str) -> Login {
+pub(super) async fn login(d: &Dash, user: &str, pw: &str) -> Login {
     let r = send(
         &d.app,
         post("/login", None, &[("username", user), ("password", pw)]),
@@ -142,7 +143,7 @@ async fn login(d: &Dash, user: &str, pw: &str) -> Login {
     Login { cookie, csrf }
 }
 
-async fn add_job(d: &Dash, kind: &str, args: serde_json::Value) -> i64 {
+pub(super) async fn add_job(d: &Dash, kind: &str, args: serde_json::Value) -> i64 {
     let mut c = d.db.pool.acquire().await.unwrap();
     enqueue(&mut c, d.clock.now(), &NewJob::new(kind, args))
         .await
@@ -151,7 +152,7 @@ async fn add_job(d: &Dash, kind: &str, args: serde_json::Value) -> i64 {
         .0
 }
 
-async fn discard_all(d: &Dash) {
+pub(super) async fn discard_all(d: &Dash) {
     sqlx::query("UPDATE jobs SET state = 'discarded', finished_at = $1 WHERE state = 'available'")
         .bind(d.clock.now())
         .execute(&d.db.pool)
@@ -160,7 +161,7 @@ async fn discard_all(d: &Dash) {
 }
 
 /// The job ids a jobs page links to.
-fn listed_ids(body: &str) -> Vec<i64> {
+pub(super) fn listed_ids(body: &str) -> Vec<i64> {
     body.match_indices("<td class=\"num\"><a href=\"/jobs/")
         .filter_map(|(i, m)| {
             let rest = &body[i + m.len()..];
@@ -443,115 +444,6 @@ async fn jobs_pages_with_a_keyset_cursor() {
 }
 
 #[tokio::test]
-async fn retry_of_a_discarded_job_enqueues_a_linked_copy() {
-    let d = setup().await;
-    let id = add_job(&d, "noop", json!({"x": 1})).await;
-    discard_all(&d).await;
-    let l = login(&d, "admin", ADMIN_PW).await;
-    let r = send(
-        &d.app,
-        post(
-            &format!("/jobs/{id}/retry"),
-            Some(&l.cookie),
-            &[("csrf", &l.csrf)],
-        ),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert!(r.location.unwrap().starts_with(&format!("/jobs/{id}?msg=")));
-    let (copy, state, by): (i64, String, String) =
-        sqlx::query_as("SELECT id, state::text, enqueued_by FROM jobs WHERE copied_from = $1")
-            .bind(id)
-            .fetch_one(&d.db.pool)
-            .await
-            .unwrap();
-    assert_ne!(copy, id);
-    assert_eq!(state, "available");
-    assert_eq!(by, "dashboard:admin");
-    let original: String = sqlx::query_scalar("SELECT state::text FROM jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(&d.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(original, "discarded", "a final job is never revived");
-    // Cancel on a final job is a conflict shown as a page, not a crash.
-    let r = send(
-        &d.app,
-        post(
-            &format!("/jobs/{id}/cancel"),
-            Some(&l.cookie),
-            &[("csrf", &l.csrf)],
-        ),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CONFLICT);
-}
-
-#[tokio::test]
-async fn bulk_retry_copies_every_discarded_job_matching_the_filter_in_batches() {
-    let d = setup().await;
-    // More than one batch of 1000, plus jobs the filter must leave alone.
-    let n = 1_234;
-    let mut jobs: Vec<NewJob> = (0..n)
-        .map(|i| NewJob::new("noop", json!({"batch": "spring", "i": i})))
-        .collect();
-    jobs.extend((0..7).map(|i| NewJob::new("noop", json!({"batch": "autumn", "i": i}))));
-    let mut c = d.db.pool.acquire().await.unwrap();
-    enqueue_many(&mut c, d.clock.now(), &jobs).await.unwrap();
-    drop(c);
-    discard_all(&d).await;
-    add_job(&d, "noop", json!({"batch": "spring", "live": true})).await;
-    let l = login(&d, "admin", ADMIN_PW).await;
-    let form = [
-        ("csrf", l.csrf.as_str()),
-        ("action", "retry"),
-        ("state", "discarded"),
-        ("kind", "noop"),
-        ("q", "spring"),
-    ];
-    let r = send(&d.app, post("/jobs/bulk", Some(&l.cookie), &form)).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
-    let copies = d
-        .db
-        .count("SELECT count(*) FROM jobs WHERE copied_from IS NOT NULL AND enqueued_by = 'dashboard:admin'")
-        .await;
-    assert_eq!(copies, n as i64);
-    let distinct = d
-        .db
-        .count("SELECT count(DISTINCT c.copied_from) FROM jobs c JOIN jobs o ON o.id = c.copied_from WHERE o.args->>'batch' = 'spring' AND o.state = 'discarded'")
-        .await;
-    assert_eq!(distinct, n as i64, "each original copied once");
-}
-
-#[tokio::test]
-async fn bulk_cancel_stops_the_matching_live_jobs() {
-    let d = setup().await;
-    for i in 0..5 {
-        add_job(&d, "noop", json!({"i": i})).await;
-    }
-    let other = add_job(&d, "sleep", json!({})).await;
-    let l = login(&d, "admin", ADMIN_PW).await;
-    let form = [
-        ("csrf", l.csrf.as_str()),
-        ("action", "cancel"),
-        ("kind", "noop"),
-    ];
-    let r = send(&d.app, post("/jobs/bulk", Some(&l.cookie), &form)).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert_eq!(
-        d.db.count("SELECT count(*) FROM jobs WHERE state = 'cancelled'")
-            .await,
-        5
-    );
-    let st: String = sqlx::query_scalar("SELECT state::text FROM jobs WHERE id = $1")
-        .bind(other)
-        .fetch_one(&d.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(st, "available");
-}
-
-#[tokio::test]
 async fn error_pages_show_no_sql_or_internals() {
     let d = setup().await;
     let l = login(&d, "admin", ADMIN_PW).await;
@@ -605,140 +497,4 @@ async fn pages_render_for_a_logged_in_admin() {
     let r = send(&d.app, get("/api/overview", Some(&l.cookie))).await;
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["queues"][0]["queue"], "default");
-}
-
-const PAIR: &str = r#"
-name = "pair"
-[[step]]
-id = "first"
-job = "noop"
-[[step]]
-id = "second"
-job = "noop"
-after = ["first"]
-"#;
-
-const SCHEDULES: &str = r#"
-[[schedule]]
-name = "hourly"
-cron = "0 0 * * * *"
-job = "noop"
-
-[[schedule]]
-name = "pair-daily"
-cron = "0 0 3 * * *"
-workflow = "pair"
-"#;
-
-async fn scalar(d: &Dash, sql: &str, bind: i64) -> String {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-        .bind(bind)
-        .fetch_one(&d.db.pool)
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn schedules_pause_resume_and_trigger_and_workflows_run_cancel_retry() {
-    let reg = registry();
-    let wf =
-        coinpilot::workflow::def::parse(&SourceFile::from_text("workflows/pair.toml", PAIR), &reg)
-            .unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "cp-dash-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("s.toml"), SCHEDULES).unwrap();
-    let defs = coinpilot::schedule::def::load_dir(&dir, &reg, std::slice::from_ref(&wf)).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let d = setup_with(vec![wf]).await;
-    coinpilot::schedule::store::sync(&d.db.pool, &defs, false, d.clock.now())
-        .await
-        .unwrap();
-    let l = login(&d, "admin", ADMIN_PW).await;
-    let act = |p: &str| post(p, Some(&l.cookie), &[("csrf", &l.csrf)]);
-    let paused = || async {
-        sqlx::query_scalar::<_, bool>("SELECT paused FROM schedules WHERE name = 'hourly'")
-            .fetch_one(&d.db.pool)
-            .await
-            .unwrap()
-    };
-    assert_eq!(
-        send(&d.app, act("/schedules/hourly/pause")).await.status,
-        StatusCode::SEE_OTHER
-    );
-    assert!(paused().await);
-    let page = send(&d.app, get("/schedules", Some(&l.cookie))).await;
-    assert!(page.body.contains("/schedules/hourly/resume"));
-    send(&d.app, act("/schedules/hourly/resume")).await;
-    assert!(!paused().await);
-    send(&d.app, act("/schedules/hourly/trigger")).await;
-    assert_eq!(
-        d.db.count("SELECT count(*) FROM schedule_fires WHERE schedule = 'hourly' AND triggered_by = 'dashboard:admin'").await,
-        1
-    );
-    assert_eq!(
-        d.db.count("SELECT count(*) FROM jobs WHERE kind = 'noop'")
-            .await,
-        1
-    );
-    send(&d.app, act("/schedules/pair-daily/trigger")).await;
-    assert_eq!(d.db.count("SELECT count(*) FROM workflow_runs").await, 1);
-    assert_eq!(
-        send(&d.app, act("/schedules/nope/trigger")).await.status,
-        StatusCode::NOT_FOUND
-    );
-
-    let r = send(&d.app, act("/workflows/pair/run")).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
-    let run: i64 = r.location.unwrap()["/workflows/runs/".len()..]
-        .split('?')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(
-        scalar(
-            &d,
-            "SELECT triggered_by FROM workflow_runs WHERE id = $1",
-            run
-        )
-        .await,
-        "dashboard:admin"
-    );
-    let page = send(
-        &d.app,
-        get(&format!("/workflows/runs/{run}"), Some(&l.cookie)),
-    )
-    .await;
-    assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("<svg") && page.body.contains(">second<"));
-    // Cancelling the step's job by hand ends its run in the same transaction.
-    let job: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE workflow_run_id = $1")
-        .bind(run)
-        .fetch_one(&d.db.pool)
-        .await
-        .unwrap();
-    send(&d.app, act(&format!("/jobs/{job}/cancel"))).await;
-    assert_eq!(
-        scalar(&d, "SELECT state FROM workflow_runs WHERE id = $1", run).await,
-        "cancelled"
-    );
-    let r = send(&d.app, act(&format!("/workflows/runs/{run}/retry"))).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert_eq!(
-        scalar(&d, "SELECT state FROM workflow_runs WHERE id = $1", run).await,
-        "running"
-    );
-    send(&d.app, act(&format!("/workflows/runs/{run}/cancel"))).await;
-    assert_eq!(
-        scalar(&d, "SELECT state FROM workflow_runs WHERE id = $1", run).await,
-        "cancelled"
-    );
-    assert_eq!(
-        send(&d.app, act("/workflows/unknown/run")).await.status,
-        StatusCode::NOT_FOUND
-    );
 }
