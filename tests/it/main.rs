@@ -1,6 +1,7 @@
 //! Integration tests against a real PostgreSQL (see `support`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod browser;
 mod cli_input;
 mod config_cli;
 mod dashboard;

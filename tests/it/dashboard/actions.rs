@@ -149,8 +149,8 @@ async fn scalar(d: &Dash, sql: &str, bind: i64) -> String {
         .unwrap()
 }
 
-#[tokio::test]
-async fn schedules_pause_resume_and_trigger_and_workflows_run_cancel_retry() {
+/// The `pair` workflow and two schedules (`hourly` enqueues noop, `pair-daily` runs `pair`).
+pub(crate) fn sample_defs() -> (WorkflowDef, Vec<coinpilot::schedule::ScheduleDef>) {
     let reg = registry();
     let wf =
         coinpilot::workflow::def::parse(&SourceFile::from_text("workflows/pair.toml", PAIR), &reg)
@@ -164,6 +164,12 @@ async fn schedules_pause_resume_and_trigger_and_workflows_run_cancel_retry() {
     std::fs::write(dir.join("s.toml"), SCHEDULES).unwrap();
     let defs = coinpilot::schedule::def::load_dir(&dir, &reg, std::slice::from_ref(&wf)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+    (wf, defs)
+}
+
+#[tokio::test]
+async fn schedules_pause_resume_and_trigger_and_workflows_run_cancel_retry() {
+    let (wf, defs) = sample_defs();
     let d = setup_with(vec![wf]).await;
     coinpilot::schedule::store::sync(&d.db.pool, &defs, false, d.clock.now())
         .await

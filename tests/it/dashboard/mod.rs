@@ -2,7 +2,7 @@
 //! session, CSRF, roles, rate limit), search filters that must not be injectable and error
 //! pages that show nothing internal here; single and bulk actions in `actions`.
 
-mod actions;
+pub(crate) mod actions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
