@@ -340,3 +340,15 @@ fn errors_list(j: &Job) -> Markup {
 pub fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::like_escape;
+
+    #[test]
+    fn like_wildcards_and_the_escape_character_are_escaped() {
+        assert_eq!(like_escape("50%_off"), "50\\%\\_off");
+        assert_eq!(like_escape("a\\b"), "a\\\\b");
+        assert_eq!(like_escape("it's"), "it's");
+    }
+}

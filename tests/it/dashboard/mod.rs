@@ -498,3 +498,72 @@ async fn pages_render_for_a_logged_in_admin() {
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["queues"][0]["queue"], "default");
 }
+
+#[tokio::test]
+async fn an_expired_session_is_no_session() {
+    let d = setup().await;
+    let l = login(&d, "admin", ADMIN_PW).await;
+    assert_eq!(
+        send(&d.app, get("/", Some(&l.cookie))).await.status,
+        StatusCode::OK
+    );
+    // Only the token's hash is stored, never the token itself.
+    let token = l.cookie.split('=').nth(1).unwrap().to_string();
+    assert_eq!(
+        d.db.count(&format!(
+            "SELECT count(*) FROM dashboard_sessions WHERE encode(token_hash, 'hex') = '{token}' OR csrf_token = '{token}'"
+        ))
+        .await,
+        0
+    );
+    sqlx::query("UPDATE dashboard_sessions SET expires_at = $1")
+        .bind(d.clock.now() - chrono::Duration::seconds(1))
+        .execute(&d.db.pool)
+        .await
+        .unwrap();
+    let r = send(&d.app, get("/", Some(&l.cookie))).await;
+    assert_eq!(r.location.as_deref(), Some("/login"));
+}
+
+#[tokio::test]
+async fn with_no_password_configured_one_is_generated_once_and_only_its_hash_stored() {
+    let db = TestDb::new().await;
+    let now = clock::system().now();
+    let none = coinpilot::config::Secrets::from_env(&|_| None);
+    let first = web::accounts::resolve(&db.pool, &none, true, now)
+        .await
+        .unwrap();
+    let password = first.generated_password.expect("a generated password");
+    assert!(password.len() >= 32);
+    let stored: String = sqlx::query_scalar("SELECT password_hash FROM dashboard_users")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(stored.starts_with("$argon2") && !stored.contains(&password));
+    let again = web::accounts::resolve(&db.pool, &none, true, now)
+        .await
+        .unwrap();
+    assert!(again.generated_password.is_none(), "printed once only");
+    assert!(again.accounts[0].verify(password.clone()).await);
+    assert!(!again.accounts[0].verify("guess".into()).await);
+    // A configured password wins over the stored one; the viewer comes from its own variable.
+    let env = |k: &str| match k {
+        "COINPILOT_DASHBOARD_PASSWORD" => Some("from-env".to_string()),
+        "COINPILOT_DASHBOARD_VIEWER_PASSWORD_HASH" => Some(stored.clone()),
+        _ => None,
+    };
+    let set = coinpilot::config::Secrets::from_env(&env);
+    let r = web::accounts::resolve(&db.pool, &set, true, now)
+        .await
+        .unwrap();
+    assert!(r.generated_password.is_none());
+    assert_eq!(r.accounts.len(), 2);
+    assert!(r.accounts[0].verify("from-env".into()).await);
+    assert_eq!(r.accounts[1].role, Role::Viewer);
+    assert!(r.accounts[1].verify(password).await);
+    let bad = |k: &str| (k == "COINPILOT_DASHBOARD_PASSWORD_HASH").then(|| "plain".to_string());
+    let bad = coinpilot::config::Secrets::from_env(&bad);
+    assert!(web::accounts::resolve(&db.pool, &bad, true, now)
+        .await
+        .is_err());
+}
