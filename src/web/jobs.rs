@@ -20,9 +20,12 @@ use crate::queue::job::JOB_COLUMNS;
 use crate::queue::{Job, JobId, JobState};
 
 pub const PAGE_SIZE: i64 = 50;
-/// Text search looks at jobs created in the last week only: an ILIKE over every row of a
-/// million-row table would take seconds, and older jobs are mostly pruned anyway.
+/// Text search looks at the newest [`SEARCH_WINDOW_JOBS`] jobs created in the last week only:
+/// an ILIKE over every row of a million-row table takes seconds (measured 2.6 s for a miss
+/// over 1M rows), and older jobs are mostly pruned anyway. Ids only grow, so the row bound is
+/// a primary-key range, cheap whatever the table's size.
 pub const SEARCH_WINDOW_DAYS: i64 = 7;
+pub const SEARCH_WINDOW_JOBS: i64 = 50_000;
 
 /// The filter as the query string (and the bulk form) carries it; empty fields are unset.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -78,13 +81,18 @@ impl JobQuery {
 }
 
 /// Every filter is a bound parameter; `$8` restricts to states an action applies to.
-/// Newest first by id: the primary key scanned backwards, and `id < $4` (keyset) keeps page
-/// 1000 as fast as page 1 — no OFFSET.
+/// Newest first by id: the primary key scanned backwards between two bounds — the keyset
+/// cursor `$4` (no OFFSET: page 1000 is as fast as page 1) and, for a text search, the
+/// window of the newest `$9` ids. Both bounds are plain `id` comparisons (no `$n IS NULL OR`
+/// around them) so that even PostgreSQL's generic plan for this prepared statement uses
+/// them as index conditions.
 const MATCHING: &str = "FROM jobs
- WHERE ($1::job_state IS NULL OR state = $1)
+ WHERE id < coalesce($4::int8, 9223372036854775807)
+   AND id > CASE WHEN $5::text IS NULL THEN 0
+                 ELSE (SELECT coalesce(max(id), 0) FROM jobs) - $9 END
+   AND ($1::job_state IS NULL OR state = $1)
    AND ($2::text IS NULL OR kind = $2)
    AND ($3::text IS NULL OR queue = $3)
-   AND ($4::int8 IS NULL OR id < $4)
    AND ($5::text IS NULL OR (created_at >= $6
         AND (args::text ILIKE '%' || $5 || '%' ESCAPE '\\'
              OR errors::text ILIKE '%' || $5 || '%' ESCAPE '\\')))
@@ -108,6 +116,7 @@ fn bind_filter<'q, O>(
         .bind(now - chrono::Duration::days(SEARCH_WINDOW_DAYS))
         .bind(limit)
         .bind(states)
+        .bind(SEARCH_WINDOW_JOBS)
 }
 
 /// One page of matching jobs, newest first.
@@ -224,7 +233,8 @@ fn filter_form(f: &JobQuery) -> Markup {
             } }
             label { "Kind" input name="kind" value=(f.kind) size="14"; }
             label { "Queue" input name="queue" value=(f.queue) size="10"; }
-            label { "Text in args or errors" input name="q" value=(f.q) size="22"; }
+            label title="Searches the newest 50,000 jobs of the last 7 days" {
+                "Text in args or errors (recent jobs)" input name="q" value=(f.q) size="22"; }
             button.primary type="submit" { "Filter" }
             a.btn href="/jobs" { "Clear" }
         }
