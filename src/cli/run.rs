@@ -298,6 +298,7 @@ async fn dashboard_state(
     let auth = web::AuthConfig {
         accounts: resolved.accounts,
         secure_cookies: cfg.config.http.secure_cookies,
+        trust_forwarded_for: cfg.config.http.trust_forwarded_for,
         limiter: Default::default(),
     };
     Ok(web::DashState::new(

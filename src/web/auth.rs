@@ -6,7 +6,8 @@
 //! - CSRF: a random token per session, embedded in every form (`csrf` field) or sent as
 //!   `X-CSRF-Token`; every POST behind the login is refused (403) without it.
 //! - Roles: only `admin` may POST (except `/logout`); `viewer` gets 403.
-//! - Rate limit: [`MAX_FAILURES`] failed logins per client address per minute, then 429.
+//! - Rate limit: [`MAX_FAILURES`] failed logins per client address per minute, then 429
+//!   (the peer's address, or behind a trusted proxy the last `X-Forwarded-For` entry).
 //!
 //! Without a session, HTML pages redirect to `/login` (303) and `/api/…` answers 401.
 
@@ -241,19 +242,34 @@ pub async fn login_page() -> Html<String> {
     Html(layout::login_page(None).into_string())
 }
 
-/// The client's address; behind a proxy this is the proxy (X-Forwarded-For is not trusted).
-fn client_ip(req_ext: Option<&ConnectInfo<SocketAddr>>) -> IpAddr {
-    req_ext
-        .map(|c| c.0.ip())
+/// The client's address: the peer's, or with `trust_forwarded_for` the last address in
+/// `X-Forwarded-For` (the one the trusted proxy appended; earlier ones are the client's
+/// own claims).
+fn client_ip(peer: Option<&ConnectInfo<SocketAddr>>, headers: &HeaderMap, trust: bool) -> IpAddr {
+    let forwarded = trust
+        .then(|| {
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+                .next_back()
+        })
+        .flatten();
+    forwarded
+        .or(peer.map(|c| c.0.ip()))
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 pub async fn login(
     State(st): State<DashState>,
     info: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, WebError> {
-    let ip = client_ip(info.as_ref().map(|e| &e.0));
+    let peer = info.as_ref().map(|e| &e.0);
+    let ip = client_ip(peer, &headers, st.auth.trust_forwarded_for);
     if st.auth.limiter.blocked(ip) {
         return Err(WebError::RateLimited);
     }

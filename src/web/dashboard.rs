@@ -22,6 +22,8 @@ use crate::workflow::{WorkflowDef, WorkflowEngine};
 pub struct AuthConfig {
     pub accounts: Vec<Account>,
     pub secure_cookies: bool,
+    /// Rate-limit on the last `X-Forwarded-For` address instead of the peer's.
+    pub trust_forwarded_for: bool,
     pub limiter: LoginLimiter,
 }
 

@@ -105,6 +105,22 @@ async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
+/// Waits, without reloading, until the current page's source contains `needle`.
+async fn wait_source(c: &Client, needle: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let src = c.source().await.unwrap();
+        if src.contains(needle) {
+            return src;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed {needle:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Reloads `url` until its source contains `needle`.
 async fn reload_until(c: &Client, url: &str, needle: &str, secs: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -208,6 +224,9 @@ async fn a_browser_logs_in_retries_a_discarded_job_pauses_a_schedule_and_runs_a_
     click(&c, &format!("a[href='/jobs/{job}']")).await;
     shot(&c, "job-detail").await;
     click(&c, &format!("form[action='/jobs/{job}/retry'] button")).await;
+    // The click returns before the POST is answered: wait for the redirect's notice.
+    let src = wait_source(&c, "enqueued copy", 20).await;
+    assert!(src.contains(&format!("Job {job} is final")), "{src}");
     let copy: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE copied_from = $1")
         .bind(job)
         .fetch_one(&db.pool)
@@ -230,6 +249,7 @@ async fn a_browser_logs_in_retries_a_discarded_job_pauses_a_schedule_and_runs_a_
 
     c.goto(&format!("{base}/workflows")).await.unwrap();
     click(&c, "form[action='/workflows/pair/run'] button").await;
+    wait_source(&c, "started.", 20).await;
     let run_url = c.current_url().await.unwrap();
     assert!(run_url.path().starts_with("/workflows/runs/"), "{run_url}");
     let run_page = format!("{base}{}", run_url.path());

@@ -35,6 +35,10 @@ pub(super) async fn setup() -> Dash {
 }
 
 pub(super) async fn setup_with(workflows: Vec<WorkflowDef>) -> Dash {
+    setup_full(workflows, false).await
+}
+
+async fn setup_full(workflows: Vec<WorkflowDef>, trust_forwarded_for: bool) -> Dash {
     let db = TestDb::new().await;
     let clock = clock::system();
     let auth = AuthConfig {
@@ -43,6 +47,7 @@ pub(super) async fn setup_with(workflows: Vec<WorkflowDef>) -> Dash {
             Account::from_password("viewer", Role::Viewer, VIEWER_PW).unwrap(),
         ],
         secure_cookies: false,
+        trust_forwarded_for,
         limiter: Default::default(),
     };
     let dash = DashState::new(db.pool.clone(), clock.clone(), registry(), workflows, auth);
@@ -566,4 +571,42 @@ async fn with_no_password_configured_one_is_generated_once_and_only_its_hash_sto
     assert!(web::accounts::resolve(&db.pool, &bad, true, now)
         .await
         .is_err());
+}
+
+#[tokio::test]
+async fn x_forwarded_for_counts_only_behind_a_trusted_proxy() {
+    let attempt = |xff: &str| {
+        let mut req = from_ip(
+            post(
+                "/login",
+                None,
+                &[("username", "admin"), ("password", "wrong")],
+            ),
+            [10, 9, 9, 9],
+        );
+        req.headers_mut()
+            .insert("x-forwarded-for", xff.parse().unwrap());
+        req
+    };
+    // Not trusted: a client cannot dodge the limit by inventing addresses.
+    let d = setup_full(Vec::new(), false).await;
+    for i in 0..5 {
+        send(&d.app, attempt(&format!("192.0.2.{i}"))).await;
+    }
+    let r = send(&d.app, attempt("192.0.2.99")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    // Trusted: the proxy's last entry is the client; one client's failures do not lock out
+    // everyone behind the same proxy, and a forged first entry changes nothing.
+    let d = setup_full(Vec::new(), true).await;
+    for i in 0..5 {
+        send(&d.app, attempt(&format!("203.0.113.{i}, 198.51.100.7"))).await;
+    }
+    let r = send(&d.app, attempt("198.51.100.7")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let r = send(&d.app, attempt("198.51.100.8")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "another client is not blocked"
+    );
 }
