@@ -260,10 +260,17 @@ fn bulk_form(s: &Session, f: &JobQuery) -> Markup {
     }
 }
 
+/// The `?msg=` an action's redirect carries, shown once as a notice.
 #[derive(Debug, Default, Deserialize)]
 pub struct Notice {
     #[serde(default)]
     pub msg: String,
+}
+
+impl Notice {
+    pub fn text(&self) -> Option<&str> {
+        non_empty(&self.msg)
+    }
 }
 
 pub async fn detail_page(
@@ -287,9 +294,7 @@ pub async fn detail_page(
         h2 { "Attempts' errors" }
         (errors_list(&job))
     };
-    Ok(Html(
-        page(&title, "jobs", &s, non_empty(&n.msg), body).into_string(),
-    ))
+    Ok(Html(page(&title, "jobs", &s, n.text(), body).into_string()))
 }
 
 fn job_actions(s: &Session, j: &Job) -> Markup {

@@ -137,7 +137,7 @@ pub async fn overview(
         p { @for w in &o.workers_alive { span.b { (w) } " " }
             @if o.workers_alive.is_empty() { span.muted { "None in the last two minutes." } } }
     };
-    let notice = Some(n.msg.as_str()).filter(|m| !m.is_empty());
+    let notice = n.text();
     Ok(Html(
         page("Overview", "overview", &s, notice, body).into_string(),
     ))
@@ -190,7 +190,7 @@ pub async fn schedules(
             }
         } }
     };
-    let notice = Some(n.msg.as_str()).filter(|m| !m.is_empty());
+    let notice = n.text();
     Ok(Html(
         page("Schedules", "schedules", &s, notice, body).into_string(),
     ))
@@ -225,7 +225,7 @@ pub async fn workflows(
             } } }
         } }
     };
-    let notice = Some(n.msg.as_str()).filter(|m| !m.is_empty());
+    let notice = n.text();
     Ok(Html(
         page("Workflows", "workflows", &s, notice, body).into_string(),
     ))
@@ -262,7 +262,7 @@ pub async fn run_detail(
         h2 { "Args" }
         pre { (pretty(&run.args)) }
     };
-    let notice = Some(n.msg.as_str()).filter(|m| !m.is_empty());
+    let notice = n.text();
     Ok(Html(
         page(&format!("Run {id}"), "workflows", &s, notice, body).into_string(),
     ))
