@@ -61,6 +61,8 @@ pub enum Command {
     Up(run::UpArgs),
     /// Workers (run as many as you like, on any number of machines).
     Worker(run::WorkerArgs),
+    /// The retry dashboard (web UI) and /healthz /readyz /metrics, without workers.
+    Dashboard(run::DashboardArgs),
     /// Apply database migrations and exit.
     Migrate,
     /// Inspect and act on jobs.
@@ -165,7 +167,10 @@ pub fn main() -> ExitCode {
 
 fn run_online(cli: Cli) -> ExitCode {
     // Long-running commands log their progress; one-shot commands only warnings.
-    let long_running = matches!(cli.command, Command::Up(_) | Command::Worker(_));
+    let long_running = matches!(
+        cli.command,
+        Command::Up(_) | Command::Worker(_) | Command::Dashboard(_)
+    );
     init_tracing(if long_running {
         "info,sqlx=warn"
     } else {
@@ -217,6 +222,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Up(args) => run::up(args, &load()?, &dirs).await,
         Command::Worker(args) => run::worker(args, &load()?, &dirs).await,
+        Command::Dashboard(args) => run::dashboard(args, &load()?, &dirs).await,
         Command::Config(cmd) => config::run(cmd, load()?, json),
         Command::Migrate => {
             let pool = run::connect_and_migrate(2).await?;

@@ -53,6 +53,14 @@ pub struct WorkerArgs {
     pub no_scheduler: bool,
 }
 
+/// `coinpilot dashboard`: the web UI (and /healthz /readyz /metrics), no workers.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Address to serve on [default: `http.listen`, else 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     #[command(flatten)]
@@ -220,15 +228,25 @@ async fn run_worker(
         workflows = defs.workflows.len(), from = %dirs.describe(), "definitions loaded");
     let shutdown = shutdown_on_signals();
     let http = match a.listen.or(cfg.config.http.listen) {
-        Some(addr) => Some(start_ops_server(&pool, &clock, addr, cfg, shutdown.clone()).await?),
+        // `up` serves the dashboard beside the ops endpoints; `worker` only the latter.
+        Some(addr) if is_up => {
+            let dash = dashboard_state(&pool, &clock, cfg, &registry, &defs.workflows).await?;
+            Some(start_http(&pool, &clock, addr, cfg, Some(dash), shutdown.clone()).await?)
+        }
+        Some(addr) => Some(start_http(&pool, &clock, addr, cfg, None, shutdown.clone()).await?),
         None => None,
     };
     let queues: Vec<&str> = config.queues.iter().map(|(q, _)| q.as_str()).collect();
     tracing::info!(worker = %config.name, queues = ?queues, concurrency = config.concurrency,
         mode = if is_up { "up" } else { "worker" }, "worker started");
     if let Some((addr, _)) = &http {
+        let home = if is_up {
+            format!("http://{addr}/  ")
+        } else {
+            String::new()
+        };
         println!(
-            "coinpilot is running: http://{addr}/healthz  http://{addr}/metrics  (Ctrl-C to stop)"
+            "coinpilot is running: {home}http://{addr}/healthz  http://{addr}/metrics  (Ctrl-C to stop)"
         );
     }
     let scheduler = (!a.no_scheduler).then(|| {
@@ -236,7 +254,7 @@ async fn run_worker(
             pool.clone(),
             clock.clone(),
             registry.clone(),
-            defs.workflows,
+            defs.workflows.clone(),
         )
         .start(shutdown.clone())
     });
@@ -259,11 +277,47 @@ async fn run_worker(
     Ok(())
 }
 
-async fn start_ops_server(
+/// The dashboard's state: accounts from the environment, or the stored (or, at first
+/// start, generated) admin password, printed once to stdout and never logged.
+async fn dashboard_state(
+    pool: &PgPool,
+    clock: &SharedClock,
+    cfg: &config::Loaded,
+    registry: &HandlerRegistry,
+    workflows: &[crate::workflow::WorkflowDef],
+) -> Result<web::DashState, CliError> {
+    let resolved = web::accounts::resolve(pool, &cfg.secrets, true, clock.now())
+        .await
+        .map_err(|e| CliError::Other(format!("dashboard accounts: {e}")))?;
+    if let Some(p) = &resolved.generated_password {
+        // stdout only, once: the log never sees it. Only its argon2 hash is stored.
+        println!(
+            "dashboard: no password configured; generated one for user `admin`: {p}\n\
+             (shown only now; set COINPILOT_DASHBOARD_PASSWORD_HASH to choose your own)"
+        );
+    }
+    let auth = web::AuthConfig {
+        accounts: resolved.accounts,
+        secure_cookies: cfg.config.http.secure_cookies,
+        trust_forwarded_for: cfg.config.http.trust_forwarded_for,
+        limiter: Default::default(),
+    };
+    Ok(web::DashState::new(
+        pool.clone(),
+        clock.clone(),
+        registry.clone(),
+        workflows.to_vec(),
+        auth,
+    ))
+}
+
+/// Serves the ops endpoints, and the dashboard when given, on `addr`.
+async fn start_http(
     pool: &PgPool,
     clock: &SharedClock,
     addr: SocketAddr,
     cfg: &config::Loaded,
+    dashboard: Option<web::DashState>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), CliError> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -275,9 +329,39 @@ async fn start_ops_server(
         metrics: Some(handle),
         metrics_token: cfg.secrets.get("COINPILOT_METRICS_TOKEN").map(Arc::from),
     };
-    web::serve(web::ops_router(state), addr, shutdown)
+    let router = match dashboard {
+        Some(d) => web::app(d, state),
+        None => web::ops_router(state),
+    };
+    web::serve(router, addr, shutdown)
         .await
         .map_err(|e| CliError::Other(format!("cannot listen on {addr}: {e}")))
+}
+
+/// `coinpilot dashboard`: the dashboard and ops endpoints until SIGTERM/SIGINT.
+pub async fn dashboard(
+    a: DashboardArgs,
+    cfg: &config::Loaded,
+    dirs: &DefDirs,
+) -> Result<(), CliError> {
+    let registry = registry();
+    let defs = dirs.load(&registry)?;
+    let pool = connect_and_migrate(cfg.config.database.max_connections.unwrap_or(10)).await?;
+    let clock: SharedClock = clock::system();
+    let addr = a
+        .listen
+        .or(cfg.config.http.listen)
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let dash = dashboard_state(&pool, &clock, cfg, &registry, &defs.workflows).await?;
+    let shutdown = shutdown_on_signals();
+    let (bound, handle) = start_http(&pool, &clock, addr, cfg, Some(dash), shutdown).await?;
+    tracing::info!(listen = %bound, "dashboard started");
+    println!("coinpilot dashboard: http://{bound}/  (Ctrl-C to stop)");
+    if let Err(e) = handle.await {
+        tracing::warn!(error = %e, "HTTP server task ended badly");
+    }
+    pool.close().await;
+    Ok(())
 }
 
 pub async fn db(cmd: DbCommand) -> Result<(), CliError> {

@@ -15,6 +15,10 @@
 //!   running jobs get at SIGTERM before they are released;
 //! - `database.max_connections` — `COINPILOT_DATABASE_MAX_CONNECTIONS` — concurrency + 6;
 //! - `http.listen` — `COINPILOT_HTTP_LISTEN` — off for `worker`, 127.0.0.1:8080 for `up`;
+//! - `http.secure_cookies` — `COINPILOT_HTTP_SECURE_COOKIES` — false — mark the dashboard's
+//!   session cookie `Secure` (behind https);
+//! - `http.trust_forwarded_for` — `COINPILOT_HTTP_TRUST_FORWARDED_FOR` — false — the login
+//!   rate limit keys on the last `X-Forwarded-For` address (only behind a proxy);
 //! - `market.source` (`replay` | `upbit`) and `market.market` — `COINPILOT_MARKET_SOURCE`,
 //!   `COINPILOT_MARKET_MARKET` — replay, KRW-BTC;
 //! - `ai.provider` (`rules` | `anthropic` | `openai`), `ai.model`, `ai.base_url` —
@@ -123,6 +127,11 @@ impl Default for WorkerSection {
 pub struct HttpConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Mark the dashboard's session cookie `Secure` (set it when served behind https).
+    pub secure_cookies: bool,
+    /// Key the login rate limit on the last `X-Forwarded-For` address (set it only behind
+    /// a proxy that appends it; otherwise clients could pick their own address).
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -330,6 +339,16 @@ impl Config {
             &mut self.database.max_connections,
         )?;
         set_some(env, "COINPILOT_HTTP_LISTEN", &mut self.http.listen)?;
+        set_parsed(
+            env,
+            "COINPILOT_HTTP_SECURE_COOKIES",
+            &mut self.http.secure_cookies,
+        )?;
+        set_parsed(
+            env,
+            "COINPILOT_HTTP_TRUST_FORWARDED_FOR",
+            &mut self.http.trust_forwarded_for,
+        )?;
         set_enum(env, "COINPILOT_MARKET_SOURCE", &mut self.market.source)?;
         set_parsed(env, "COINPILOT_MARKET_MARKET", &mut self.market.market)?;
         set_enum(env, "COINPILOT_AI_PROVIDER", &mut self.ai.provider)?;

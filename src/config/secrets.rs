@@ -29,6 +29,14 @@ pub const SECRET_VARS: &[(&str, &str)] = &[
         "dashboard login password (argon2 hash)",
     ),
     (
+        "COINPILOT_DASHBOARD_VIEWER_PASSWORD",
+        "read-only dashboard login password (plain)",
+    ),
+    (
+        "COINPILOT_DASHBOARD_VIEWER_PASSWORD_HASH",
+        "read-only dashboard login password (argon2 hash)",
+    ),
+    (
         "COINPILOT_DISCORD_WEBHOOK_URL",
         "Discord webhook for notifications",
     ),

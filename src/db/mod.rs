@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "market",
         include_str!("../../migrations/0005_market.sql"),
     ),
+    (
+        6,
+        "dashboard",
+        include_str!("../../migrations/0006_dashboard.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

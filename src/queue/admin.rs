@@ -71,7 +71,20 @@ pub async fn retry_job(
     by: &str,
 ) -> Result<Retried, QueueError> {
     let mut tx = pool.begin().await?;
-    let job = get_job(&mut tx, id, true).await?;
+    let result = retry_job_in(&mut tx, id, now, by).await?;
+    tx.commit().await?;
+    Ok(result)
+}
+
+/// [`retry_job`] inside the caller's transaction, so a bulk retry can batch many jobs in one.
+/// A wrong state is found before any write, so the transaction stays usable after it.
+pub async fn retry_job_in(
+    tx: &mut PgConnection,
+    id: JobId,
+    now: DateTime<Utc>,
+    by: &str,
+) -> Result<Retried, QueueError> {
+    let job = get_job(&mut *tx, id, true).await?;
     let result = if job.state.is_final() {
         let mut copy = NewJob::new(job.kind.clone(), job.args.clone())
             .with_queue(job.queue.clone())
@@ -83,7 +96,7 @@ pub async fn retry_job(
         copy.copied_from = Some(job.id.0);
         Retried::Copied {
             original: id,
-            copy: enqueue(&mut tx, now, &copy).await?,
+            copy: enqueue(&mut *tx, now, &copy).await?,
         }
     } else {
         let next = job
@@ -106,7 +119,6 @@ pub async fn retry_job(
             .await?;
         Retried::RunNow { id }
     };
-    tx.commit().await?;
     Ok(result)
 }
 

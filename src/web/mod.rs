@@ -1,6 +1,19 @@
-//! HTTP surface. For now the operational endpoints: `/healthz` (process alive), `/readyz`
+//! HTTP surface: the operational endpoints `/healthz` (process alive), `/readyz`
 //! (database reachable and migrations current) and `/metrics` (Prometheus; needs the bearer
-//! token when `COINPILOT_METRICS_TOKEN` is set). The dashboard (SPEC A5) will live here.
+//! token when `COINPILOT_METRICS_TOKEN` is set), here; and the retry dashboard (SPEC A5) in
+//! the submodules, behind a login.
+
+pub mod accounts;
+mod actions;
+pub mod auth;
+mod dag;
+pub mod dashboard;
+pub mod error;
+pub mod jobs;
+mod layout;
+mod pages;
+
+pub use dashboard::{app, dashboard_router, AuthConfig, DashState};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,7 +98,9 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let handle = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
+        // Connection info feeds the login rate limit (per client address).
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(listener, service)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         if let Err(e) = served {

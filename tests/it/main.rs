@@ -4,9 +4,11 @@
 #![allow(clippy::await_holding_lock)]
 
 mod backtest_cli;
+mod browser;
 mod chaos;
 mod cli_input;
 mod config_cli;
+mod dashboard;
 mod fuzz_defs;
 mod kustomize;
 mod market;
