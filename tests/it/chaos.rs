@@ -48,7 +48,7 @@ async fn sigkilled_workers_lose_nothing_and_are_rescued_within_the_lease() {
         "--rescue-interval",
         "0.5",
     ];
-    let mut workers: Vec<(String, std::process::Child)> = (0..3)
+    let mut workers: Vec<(String, Reaped)> = (0..3)
         .map(|i| {
             let name = format!("w{i}-0");
             (name.clone(), spawn_worker(&db, &name, &args))

@@ -20,6 +20,8 @@ async fn count(pool: &PgPool, sql: &'static str) -> Option<i64> {
 async fn a_postgres_restart_mid_drain_and_mid_schedule_loses_and_doubles_nothing() {
     let base = std::env::temp_dir().join(format!("cp-restart-{}", std::process::id()));
     let cluster = Cluster::at(&base).unwrap();
+    // Stopped however the test ends: a failing run must not leave its server behind.
+    let _stop = StopOnDrop(cluster.clone());
     cluster.ensure_running().await.unwrap();
     cluster.ensure_database("restart").await.unwrap();
     let opts = cluster.connect_options("restart");
@@ -71,6 +73,7 @@ async fn a_postgres_restart_mid_drain_and_mid_schedule_loses_and_doubles_nothing
             .env("RUST_LOG", "error")
             .stdout(std::process::Stdio::null())
             .spawn()
+            .map(Reaped)
             .unwrap()
     };
     let mut workers = vec![spawn("r0"), spawn("r1")];
@@ -133,10 +136,16 @@ async fn a_postgres_restart_mid_drain_and_mid_schedule_loses_and_doubles_nothing
     .await;
     assert_eq!(jobs_of_fires, Some(fires.len() as i64), "one job per fire");
     pool.close().await;
-    tokio::task::spawn_blocking(move || cluster.stop())
-        .await
-        .unwrap()
-        .unwrap();
-    let _ignored = std::fs::remove_dir_all(&base);
     let _ignored = std::fs::remove_dir_all(&defs);
+}
+
+struct StopOnDrop(Cluster);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.stop() {
+            eprintln!("stopping the test cluster: {e}");
+        }
+        let _ignored = std::fs::remove_dir_all(&self.0.base);
+    }
 }

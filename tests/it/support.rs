@@ -269,16 +269,44 @@ pub fn coinpilot(db: &TestDb) -> Command {
     c
 }
 
-pub fn spawn_worker(db: &TestDb, name: &str, extra: &[&str]) -> Child {
-    coinpilot(db)
-        .args([
-            "worker", "--name", name, "--queues", "default", "--poll", "0.2",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn worker process")
+/// A child process that is killed when dropped, so a failing test leaves no worker behind
+/// (an orphan keeps its connections and competes with the tests that follow).
+pub struct Reaped(pub Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _already_gone = self.0.kill();
+            let _reaped = self.0.wait();
+        }
+    }
+}
+
+pub fn spawn_worker(db: &TestDb, name: &str, extra: &[&str]) -> Reaped {
+    Reaped(
+        coinpilot(db)
+            .args([
+                "worker", "--name", name, "--queues", "default", "--poll", "0.2",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn worker process"),
+    )
 }
 
 pub fn signal(child: &Child, sig: &str) {

@@ -330,6 +330,7 @@ async fn a_worker_killed_inside_a_step_completion_leaves_no_stuck_run_and_no_dou
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(Reaped)
         .unwrap();
     let status = tokio::task::spawn_blocking(move || doomed.wait())
         .await
