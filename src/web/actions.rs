@@ -146,6 +146,16 @@ pub async fn bulk_jobs(
         };
         before = Some(last);
         let mut tx = st.pool.begin().await?;
+        if action == JobAction::Retry {
+            // Set-based: one copy statement per batch (100,000 jobs in seconds).
+            let batch: Vec<JobId> = ids.iter().map(|i| JobId(*i)).collect();
+            let r = admin::retry_many_in(&mut tx, &batch, now, &by).await?;
+            tx.commit().await?;
+            let n = r.copied + r.run_now;
+            done += n;
+            skipped += (batch.len() as u64).saturating_sub(n);
+            continue;
+        }
         for id in ids {
             match act_on_job(&mut tx, &st.engine, action, JobId(id), now, &by).await {
                 Ok(_) => done += 1,
