@@ -86,6 +86,14 @@ pub async fn run(cmd: SchedulesCommand, dirs: &DefDirs, json: bool) -> Result<()
         }
         SchedulesCommand::Sync { prune } => {
             let schedules = defs.map(|d| d.schedules).unwrap_or_default();
+            // A mistyped --jobs-dir (or a run from the wrong directory) must not disable
+            // every schedule: pruning needs files that define at least one.
+            if prune && schedules.is_empty() {
+                return Err(CliError::BadInput(format!(
+                    "--prune: {} holds no schedule (missing or empty directory?); nothing was changed",
+                    dirs.jobs.display()
+                )));
+            }
             let r = store::sync(&pool, &schedules, prune, now).await?;
             if json {
                 print_json(&r)?;

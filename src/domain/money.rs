@@ -16,7 +16,21 @@ pub enum MoneyError {
     NonPositivePrice(Decimal),
     #[error("quantity must not be negative, got {0}")]
     NegativeQty(Decimal),
+    #[error("{what} {value} is outside the supported range (up to {max})")]
+    OutOfRange {
+        what: &'static str,
+        value: Decimal,
+        max: Decimal,
+    },
 }
+
+/// The largest price and quantity accepted. Bounded so that quantity × price, fees and
+/// sums of them always fit a `Decimal` (about 7.9e28): `Decimal`'s operators panic on
+/// overflow, and prices and quantities come from outside (job args, API payloads).
+pub const MAX_PRICE: Decimal = Decimal::from_parts(2_764_472_320, 232_830, 0, false, 0); // 1e15
+pub const MAX_QTY: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0); // 1e12
+/// The smallest price accepted (a price of 1e-28 would make notional / price overflow).
+pub const MIN_PRICE: Decimal = Decimal::from_parts(1, 0, 0, false, 8); // 1e-8
 
 /// An amount of Korean won.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
@@ -51,10 +65,16 @@ pub struct Price(Decimal);
 
 impl Price {
     pub fn new(value: Decimal) -> Result<Self, MoneyError> {
-        if value > Decimal::ZERO {
-            Ok(Price(value))
-        } else {
+        if value <= Decimal::ZERO {
             Err(MoneyError::NonPositivePrice(value))
+        } else if !(MIN_PRICE..=MAX_PRICE).contains(&value) {
+            Err(MoneyError::OutOfRange {
+                what: "price",
+                value,
+                max: MAX_PRICE,
+            })
+        } else {
+            Ok(Price(value))
         }
     }
 
@@ -78,10 +98,16 @@ impl Qty {
     pub const ZERO: Qty = Qty(Decimal::ZERO);
 
     pub fn new(value: Decimal) -> Result<Self, MoneyError> {
-        if value >= Decimal::ZERO {
-            Ok(Qty(value))
-        } else {
+        if value < Decimal::ZERO {
             Err(MoneyError::NegativeQty(value))
+        } else if value > MAX_QTY {
+            Err(MoneyError::OutOfRange {
+                what: "quantity",
+                value,
+                max: MAX_QTY,
+            })
+        } else {
+            Ok(Qty(value))
         }
     }
 
@@ -96,7 +122,12 @@ impl Qty {
     /// How much `notional` buys at `price`, rounded **down** to `scale` decimals so the
     /// order never costs more than was budgeted.
     pub fn affordable(notional: Krw, price: Price, scale: u32) -> Qty {
-        let raw = notional.0 / price.0;
+        // Capped at MAX_QTY (an absurd notional cannot overflow what follows).
+        let raw = notional
+            .0
+            .checked_div(price.0)
+            .unwrap_or(MAX_QTY)
+            .min(MAX_QTY);
         let q = raw.round_dp_with_strategy(scale, rust_decimal::RoundingStrategy::ToZero);
         Qty(q.max(Decimal::ZERO))
     }
@@ -157,6 +188,26 @@ impl fmt::Display for Price {
 impl fmt::Display for Qty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0.normalize(), f)
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_what_they_say() {
+        assert_eq!(MAX_PRICE, Decimal::from(1_000_000_000_000_000u64));
+        assert_eq!(MAX_QTY, Decimal::from(1_000_000_000_000u64));
+        assert_eq!(MIN_PRICE, Decimal::new(1, 8));
+        // The largest product fits, with room for fees and sums.
+        assert!(MAX_QTY.checked_mul(MAX_PRICE).is_some());
+        assert!(Price::new(MAX_PRICE * Decimal::TEN).is_err());
+        assert!(Price::new(Decimal::new(1, 10)).is_err());
+        assert!(Qty::new(MAX_QTY + Decimal::ONE).is_err());
+        let huge = Krw::new(Decimal::MAX);
+        let q = Qty::affordable(huge, Price::new(MIN_PRICE).unwrap(), 8);
+        assert_eq!(q.value(), MAX_QTY);
     }
 }
 

@@ -136,24 +136,25 @@ pub async fn fire_due_schedules(
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-    let mut report = TickReport {
-        full: rows.len() as i64 == limit,
-        ..TickReport::default()
-    };
+    let mut report = TickReport::default();
     if rows.is_empty() {
         return Ok(report); // the transaction holds nothing; dropping it ends it
     }
     let mut b = Batch::default();
     for r in &rows {
         let due = due_row(r)?;
-        if due.target_type == "workflow" && !f.workflows.contains_key(&due.target) {
-            // Another worker whose files hold it fires it; this one leaves the row as is.
+        if let Err(why) = can_fire(f, &due) {
+            // A rolling deploy: a newer worker synced a schedule whose workflow or job kind
+            // (or args) this one does not know. Workers that know it fire it; this one
+            // leaves the row as it is, and one bad row never blocks the batch.
+            tracing::debug!(schedule = %due.name, %why, "schedule deferred to other workers");
             report.deferred += 1;
             continue;
         }
         let plan = plan_fires(&due.cron, due.next_fire_at, now, &due.policy);
         let Some(next) = plan.next else {
             tracing::warn!(schedule = %due.name, "cron never fires again; leaving it due");
+            report.deferred += 1;
             continue;
         };
         report.skipped_missed += plan.skipped;
@@ -215,6 +216,9 @@ pub async fn fire_due_schedules(
         .await?;
     tx.commit().await?;
     report.fired = b.fire_time.len();
+    // More may be due only if this batch was full and moved something: a batch of rows
+    // this worker must defer would otherwise be selected again at once, forever.
+    report.full = rows.len() as i64 == limit && !b.adv_name.is_empty();
     super::metrics::fired(&b.fire_schedule, &report.lateness, report.skipped_missed);
     Ok(report)
 }
@@ -262,6 +266,21 @@ async fn produce(
     b.fire_job.push(job);
     b.fire_run.push(run);
     Ok(())
+}
+
+/// Whether this worker can produce the schedule's fire (it knows the workflow, or the job
+/// kind and its args).
+fn can_fire(f: &Firing<'_>, due: &Due) -> Result<(), String> {
+    match due.target_type.as_str() {
+        "workflow" if f.workflows.contains_key(&due.target) => Ok(()),
+        "workflow" => Err(format!(
+            "no workflow `{}` in this worker's files",
+            due.target
+        )),
+        _ => schedule_job(f.registry, due, "check")
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    }
 }
 
 fn schedule_job(registry: &HandlerRegistry, due: &Due, by: &str) -> Result<NewJob, ScheduleError> {

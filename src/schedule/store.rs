@@ -39,12 +39,13 @@ const PRUNE: &str = "
 UPDATE schedules SET pruned = true, updated_at = $2
 WHERE NOT pruned AND NOT (name = ANY($1)) RETURNING name";
 
-/// Pausing keeps the fire state; resuming restarts from the next fire after now, so the
-/// paused period is not caught up.
+/// Pausing keeps the fire state; resuming a paused schedule restarts from the next fire
+/// after now, so the paused period is not caught up. Resuming one that is not paused
+/// changes nothing (`paused` here is the row's old value), so a due fire is never dropped.
 const SET_PAUSED: &str = "
 UPDATE schedules SET paused = $2, updated_at = $3,
-       next_fire_at = CASE WHEN $2 THEN next_fire_at ELSE $4 END
-WHERE name = $1 RETURNING cron, timezone";
+       next_fire_at = CASE WHEN $2 OR NOT paused THEN next_fire_at ELSE $4 END
+WHERE name = $1";
 
 /// Every schedule with its last fire and that fire's result (the job's or run's state).
 const LIST: &str = "

@@ -80,7 +80,9 @@ impl Scheduler {
         }
     }
 
-    async fn sleep_time(&self, fired: bool) -> Duration {
+    /// `contended`: something was due that this tick neither fired nor deferred (another
+    /// replica holds it), so look again soon for the next fire time.
+    async fn sleep_time(&self, contended: bool) -> Duration {
         let earliest: Option<DateTime<Utc>> =
             match sqlx::query_scalar(EARLIEST).fetch_one(&self.pool).await {
                 Ok(t) => t,
@@ -91,8 +93,9 @@ impl Scheduler {
             };
         let now = self.clock.now();
         match earliest {
-            // Due but not fired by us: another replica holds it; look again shortly.
-            Some(t) if t <= now && !fired => Duration::from_millis(20),
+            // Due but held by another replica: look again shortly. Rows this worker defers
+            // (it lacks their workflow or kind) do not count, or it would poll every 20 ms.
+            Some(t) if t <= now && contended => Duration::from_millis(20),
             Some(t) => (t - now)
                 .to_std()
                 .unwrap_or(Duration::ZERO)
@@ -105,14 +108,14 @@ impl Scheduler {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                let fired = match self.tick().await {
+                let contended = match self.tick().await {
                     Ok(r) => {
                         backoff = Duration::from_millis(100);
-                        let fired = r.fired > 0;
-                        if fired || r.skipped_missed > 0 {
+                        let contended = r.fired == 0 && r.deferred == 0;
+                        if r.fired > 0 || r.skipped_missed > 0 {
                             let _unobserved = self.events.send(r);
                         }
-                        fired
+                        contended
                     }
                     Err(e) => {
                         // The database may be restarting: try again with back-off.
@@ -125,7 +128,7 @@ impl Scheduler {
                         continue;
                     }
                 };
-                let wait = self.sleep_time(fired).await;
+                let wait = self.sleep_time(contended).await;
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(wait) => {}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
@@ -161,10 +161,13 @@ async fn find_session(
     .await?;
     let Some(r) = row else { return Ok(None) };
     let role: String = r.try_get("role")?;
-    Ok(Role::parse(&role).map(|role| Session {
-        username: r.try_get("username").unwrap_or_default(),
+    let Some(role) = Role::parse(&role) else {
+        return Ok(None);
+    };
+    Ok(Some(Session {
+        username: r.try_get("username")?,
         role,
-        csrf: r.try_get("csrf_token").unwrap_or_default(),
+        csrf: r.try_get("csrf_token")?,
     }))
 }
 
@@ -193,7 +196,8 @@ pub async fn require_session(State(st): State<DashState>, req: Request, next: Ne
         Ok(None) => return unauthenticated(&path),
         Err(e) => return e.into_response(),
     };
-    let mut req = if req.method() == Method::POST {
+    // Every state-changing method, not only POST, needs the CSRF token and the role.
+    let mut req = if !req.method().is_safe() {
         match check_post(req, &session, &path).await {
             Ok(r) => r,
             Err(e) => return e.into_response(),
@@ -221,7 +225,10 @@ async fn check_post(req: Request, session: &Session, path: &str) -> Result<Reque
                 .find(|(k, _)| k == "csrf")
                 .map(|(_, v)| v.into_owned())
         });
-    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), session.csrf.as_bytes())) {
+    // An empty stored token must never match an empty field: fail closed.
+    let valid = !session.csrf.is_empty()
+        && given.is_some_and(|g| constant_time_eq(g.as_bytes(), session.csrf.as_bytes()));
+    if !valid {
         return Err(WebError::Forbidden("missing or wrong CSRF token"));
     }
     if path != "/logout" && !session.can_act() {

@@ -471,3 +471,95 @@ async fn prune_history_deletes_old_fires_and_finished_runs_only() {
         .unwrap();
     assert_eq!(left, vec!["running".to_string(), "failed".to_string()]);
 }
+
+#[tokio::test]
+async fn a_schedule_this_worker_cannot_fire_is_deferred_without_blocking_the_others() {
+    let db = TestDb::new().await;
+    let t0 = utc("2025-09-01T00:00:00Z");
+    let clock = ManualClock::new(t0);
+    // A newer worker synced a schedule of a kind (prune_history) this one lacks.
+    let mut newer = registry();
+    coinpilot::schedule::register_kinds(&mut newer);
+    let dir = DefsDir::new(&[(
+        "s.toml",
+        "[[schedule]]\nname = \"a-new-kind\"\ncron = \"* * * * *\"\njob = \"prune_history\"\n\
+         [[schedule]]\nname = \"plain\"\ncron = \"* * * * *\"\njob = \"noop\"\n",
+    )]);
+    store::sync(
+        &db.pool,
+        &def::load_dir(&dir.0, &newer, &[]).unwrap(),
+        false,
+        t0,
+    )
+    .await
+    .unwrap();
+    let older = Scheduler::new(
+        db.pool.clone(),
+        Arc::new(clock.clone()),
+        registry(),
+        Vec::new(),
+    );
+    clock.set(utc("2025-09-01T00:01:00Z"));
+    let r = older.tick().await.unwrap();
+    assert_eq!((r.fired, r.deferred, r.full), (1, 1, false), "{r:?}");
+    assert_eq!(fire_times(&db, "plain").await.len(), 1);
+    assert!(fire_times(&db, "a-new-kind").await.is_empty());
+    // The newer worker fires what the older one left due.
+    let newer = Scheduler::new(db.pool.clone(), Arc::new(clock.clone()), newer, Vec::new());
+    assert_eq!(newer.tick().await.unwrap().fired, 1);
+    assert_eq!(fire_times(&db, "a-new-kind").await.len(), 1);
+}
+
+#[tokio::test]
+async fn resuming_a_schedule_that_is_not_paused_keeps_its_due_fire() {
+    let db = TestDb::new().await;
+    let t0 = utc("2025-09-01T00:00:00Z");
+    let clock = ManualClock::new(t0);
+    let s = scheduler_with(
+        &db,
+        "[[schedule]]\nname = \"p\"\ncron = \"* * * * *\"\njob = \"noop\"\n",
+        Arc::new(clock.clone()),
+        t0,
+    )
+    .await;
+    let at = utc("2025-09-01T00:01:00.500Z");
+    let mut tx = db.pool.begin().await.unwrap();
+    store::set_paused(&mut tx, "p", false, at).await.unwrap();
+    tx.commit().await.unwrap();
+    clock.set(at);
+    assert_eq!(s.tick().await.unwrap().fired, 1, "the 00:01 fire was kept");
+}
+
+#[tokio::test]
+async fn sync_prune_refuses_a_directory_without_schedules() {
+    let db = TestDb::new().await;
+    let dir = DefsDir::new(&[(
+        "s.toml",
+        "[[schedule]]\nname = \"p\"\ncron = \"* * * * *\"\njob = \"noop\"\n",
+    )]);
+    let ok = coinpilot(&db)
+        .args(["schedules", "sync", "--jobs-dir", dir.path()])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = coinpilot(&db)
+        .args([
+            "schedules",
+            "sync",
+            "--prune",
+            "--jobs-dir",
+            "/nonexistent/jobs",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no schedule"));
+    let pruned = db
+        .count("SELECT count(*) FROM schedules WHERE pruned")
+        .await;
+    assert_eq!(pruned, 0, "nothing was pruned");
+}
