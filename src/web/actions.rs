@@ -157,8 +157,15 @@ pub async fn bulk_jobs(
             continue;
         }
         for id in ids {
-            match act_on_job(&mut tx, &st.engine, action, JobId(id), now, &by).await {
-                Ok(_) => done += 1,
+            // Each job in its own savepoint: a job skipped part-way (its state changed
+            // after the stop was written) rolls back whole, never a stop without its
+            // workflow step's change.
+            let mut one = sqlx::Acquire::begin(&mut *tx).await?;
+            match act_on_job(&mut one, &st.engine, action, JobId(id), now, &by).await {
+                Ok(_) => {
+                    one.commit().await?;
+                    done += 1;
+                }
                 Err(WebError::Conflict(_) | WebError::NotFound) => skipped += 1,
                 Err(e) => return Err(e),
             }
