@@ -55,8 +55,18 @@ async fn sigkilled_workers_lose_nothing_and_are_rescued_within_the_lease() {
         })
         .collect();
     let mut killed_at: HashMap<String, DateTime<Utc>> = HashMap::new();
+    // The first kill lands once the drain is under way (a signal, not a guess at its
+    // speed), so it always hits running jobs; the rest follow every two seconds.
+    eventually(120, "the drain under way", || async {
+        db.count("SELECT count(*) FROM jobs WHERE state = 'completed'")
+            .await
+            >= 500
+    })
+    .await;
     for round in 1..=kills {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        if round > 1 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
         let i = fastrand::usize(..workers.len());
         let (name, child) = &mut workers[i];
         signal(child, "-KILL");

@@ -3,8 +3,6 @@
 //! runs twice, and no fire time is doubled. Uses a private cluster of its own, so the
 //! shared server is never restarted under other tests.
 
-use std::time::Duration;
-
 use coinpilot::clock::{Clock, SystemClock};
 use coinpilot::db::embedded::Cluster;
 use coinpilot::queue::{enqueue_many, NewJob};
@@ -77,7 +75,12 @@ async fn a_postgres_restart_mid_drain_and_mid_schedule_loses_and_doubles_nothing
             .unwrap()
     };
     let mut workers = vec![spawn("r0"), spawn("r1")];
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Restart mid-drain: as soon as the workers have made progress, not after a guess of
+    // how long the drain takes (a quiet machine could finish it first).
+    eventually(120, "the drain under way", || async {
+        count(&pool, "SELECT count(*) FROM jobs WHERE state = 'completed'").await >= Some(500)
+    })
+    .await;
     for w in &mut workers {
         assert!(w.try_wait().unwrap().is_none(), "a worker exited at start");
     }
@@ -98,7 +101,16 @@ async fn a_postgres_restart_mid_drain_and_mid_schedule_loses_and_doubles_nothing
             == Some(0)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // schedule fires after the restart too
+    // The schedule fires after the restart too: wait for a fire recorded after it.
+    let restarted_at = chrono::Utc::now();
+    eventually(60, "a fire after the restart", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM schedule_fires WHERE created_at > $1")
+            .bind(restarted_at)
+            .fetch_one(&pool)
+            .await
+            .is_ok_and(|n| n >= 2)
+    })
+    .await;
     for w in &workers {
         signal(w, "-TERM");
     }

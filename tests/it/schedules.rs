@@ -69,6 +69,15 @@ async fn fire_times(db: &TestDb, schedule: &str) -> Vec<(DateTime<Utc>, String)>
     .unwrap()
 }
 
+/// The fire times of a schedule, oldest first, without their triggers.
+async fn fire_instants(db: &TestDb, schedule: &str) -> Vec<DateTime<Utc>> {
+    fire_times(db, schedule)
+        .await
+        .into_iter()
+        .map(|f| f.0)
+        .collect()
+}
+
 #[tokio::test]
 async fn downtime_none_latest_and_all_behave_as_documented() {
     let db = TestDb::new().await;
@@ -109,11 +118,7 @@ misfire_grace = "10s"
         vec![(utc("2025-09-01T00:05:00Z"), "catch_up".to_string())],
         "latest fires the most recent once"
     );
-    let all: Vec<DateTime<Utc>> = fire_times(&db, "all")
-        .await
-        .into_iter()
-        .map(|f| f.0)
-        .collect();
+    let all = fire_instants(&db, "all").await;
     assert_eq!(
         all,
         (1..=5)
@@ -179,11 +184,7 @@ misfire_grace = "15m"
         chrono::Duration::minutes(5),
     )
     .await;
-    let gap: Vec<DateTime<Utc>> = fire_times(&db, "gap")
-        .await
-        .into_iter()
-        .map(|f| f.0)
-        .collect();
+    let gap = fire_instants(&db, "gap").await;
     // 02:30 does not exist on 9 March: it fires at 03:00 EDT, the first instant after.
     assert_eq!(
         gap,
@@ -213,11 +214,7 @@ misfire_grace = "15m"
         chrono::Duration::minutes(5),
     )
     .await;
-    let repeat: Vec<DateTime<Utc>> = fire_times(&db, "repeat")
-        .await
-        .into_iter()
-        .map(|f| f.0)
-        .collect();
+    let repeat = fire_instants(&db, "repeat").await;
     // 01:30 happens twice on 2 November: it fires once, at the first (EDT) occurrence.
     assert_eq!(
         repeat,
