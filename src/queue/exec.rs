@@ -96,7 +96,9 @@ impl JobRunner {
             // Retryable, not permanent: during a rolling deploy an older worker may claim a
             // kind only newer workers know; the backoff hands it to them. A kind no worker
             // knows is still discarded once its attempts run out, and visible then.
-            return self.record_failure(&job, token, false, err, None).await;
+            return self
+                .record_failure(&job, token, false, err, None, None)
+                .await;
         };
         let timeout = self.registry.timeout_for(&job);
         let mut ctx = JobContext::new(
@@ -131,7 +133,8 @@ impl JobRunner {
                     message: e.message,
                     chain: e.chain,
                 };
-                self.record_failure(&job, token, e.permanent, err, Some(ctx))
+                let wait = e.retry_after;
+                self.record_failure(&job, token, e.permanent, err, Some(ctx), wait)
                     .await
             }
             RunEnd::Panicked(msg) => {
@@ -141,7 +144,7 @@ impl JobRunner {
                     message: format!("handler panicked: {msg}"),
                     chain: vec![],
                 };
-                self.record_failure(&job, token, false, err, Some(ctx))
+                self.record_failure(&job, token, false, err, Some(ctx), None)
                     .await
             }
             RunEnd::TimedOut(t) => {
@@ -151,7 +154,7 @@ impl JobRunner {
                     message: format!("handler timed out after {} ms", t.as_millis()),
                     chain: vec![],
                 };
-                self.record_failure(&job, token, false, err, Some(ctx))
+                self.record_failure(&job, token, false, err, Some(ctx), None)
                     .await
             }
             RunEnd::Stopped(reason) => self.record_stop(&job, token, reason).await,
@@ -233,16 +236,15 @@ impl JobRunner {
         permanent: bool,
         err: AttemptError,
         ctx: Option<JobContext>,
+        wait: Option<std::time::Duration>,
     ) -> Result<&'static str, QueueError> {
         drop(ctx); // rolls back whatever the failed attempt wrote
         let now = self.clock.now();
-        let retry_at = next_after_failure(
-            job.attempt,
-            job.max_attempts,
-            permanent,
-            now,
-            backoff(job.attempt),
-        );
+        let wait = match wait.map(chrono::Duration::from_std) {
+            Some(Ok(w)) => w,
+            _ => backoff(job.attempt),
+        };
+        let retry_at = next_after_failure(job.attempt, job.max_attempts, permanent, now, wait);
         tracing::warn!(error = %err.message, permanent, will_retry = retry_at.is_some(), "job attempt failed");
         let mut tx = self.pool.begin().await?;
         let Some(failed) = fail_one(&mut *tx, job.id, token, now, retry_at, &err).await? else {

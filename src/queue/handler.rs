@@ -73,6 +73,9 @@ pub struct JobError {
     pub permanent: bool,
     pub message: String,
     pub chain: Vec<String>,
+    /// Wait this long before the next attempt instead of the exponential backoff (a
+    /// server's `Retry-After`). Ignored when permanent or out of attempts.
+    pub retry_after: Option<Duration>,
 }
 
 impl JobError {
@@ -81,6 +84,14 @@ impl JobError {
             permanent: false,
             message: message.into(),
             chain: Vec::new(),
+            retry_after: None,
+        }
+    }
+    /// A retryable failure whose next attempt waits `after` (e.g. HTTP 429 `Retry-After`).
+    pub fn retry_after(message: impl Into<String>, after: Duration) -> Self {
+        JobError {
+            retry_after: Some(after),
+            ..JobError::retry(message)
         }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
@@ -88,6 +99,7 @@ impl JobError {
             permanent: true,
             message: message.into(),
             chain: Vec::new(),
+            retry_after: None,
         }
     }
     /// Marks any error permanent (e.g. `Err(e).map_err(JobError::from).map_err(JobError::into_permanent)`).
@@ -109,6 +121,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
             permanent: false,
             message: e.to_string(),
             chain,
+            retry_after: None,
         }
     }
 }
