@@ -6,6 +6,7 @@
 //! (`candle::screen_page`); this module only stores what passed and reports what did not.
 
 pub mod replay;
+pub mod source;
 mod store;
 
 pub use store::{find_gaps, load_candles, record_empty, store_page, Gap, StoreReport};
@@ -22,6 +23,10 @@ pub enum MarketError {
         path: String,
         source: std::io::Error,
     },
+    #[error("market data not available: {0}")]
+    NotAvailable(String),
+    #[error("unusable market data: {0}")]
+    Payload(String),
     #[error("gap detection from {from} to {to}: the range is empty or too long")]
     BadRange {
         from: chrono::DateTime<chrono::Utc>,
