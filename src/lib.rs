@@ -2,6 +2,7 @@
 //! trading bot. See `docs/ARCHITECTURE.md` for the layers and their invariants; the
 //! dependencies point down only: `queue` ← `workflow` ← `schedule` ← `cli`/`web`.
 
+pub mod ai;
 pub mod backtest;
 pub mod bench;
 pub mod cli;
