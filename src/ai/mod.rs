@@ -19,6 +19,7 @@
 
 pub mod anthropic;
 mod http;
+pub mod llm;
 pub mod openai;
 mod parse;
 pub mod price;
@@ -26,7 +27,7 @@ mod prompt;
 pub mod rules;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
@@ -40,6 +41,7 @@ use crate::domain::strategy::{Regime, Snapshot};
 use crate::queue::handler::JobError;
 
 pub use anthropic::AnthropicReviewer;
+pub use llm::{HttpReviewer, HttpSettings};
 pub use openai::OpenAiReviewer;
 pub use parse::{parse_anthropic_note, parse_anthropic_review, parse_openai_note};
 pub use parse::{parse_openai_review, Reply};
@@ -234,146 +236,12 @@ fn missing_key(provider: &str, var: &str) -> AiError {
     ))
 }
 
-/// What an HTTP reviewer needs. `Debug` masks the key.
-#[derive(Clone)]
-pub struct HttpSettings {
-    /// Without a trailing path: `https://api.anthropic.com`, `https://api.openai.com/v1`.
-    pub base_url: String,
-    /// Required by Anthropic; an OpenAI-compatible server may need none.
-    pub api_key: Option<String>,
-    pub model: String,
-    /// Whole-request timeout ([`DEFAULT_TIMEOUT`]; tests make it short).
-    pub timeout: Duration,
-    /// `confirmed` needs CONFIRM and at least this confidence.
-    pub min_confidence: u8,
-}
-
-impl std::fmt::Debug for HttpSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpSettings")
-            .field("base_url", &self.base_url)
-            .field(
-                "api_key",
-                &self.api_key.as_ref().map(|_| crate::config::secrets::MASK),
-            )
-            .field("model", &self.model)
-            .field("timeout", &self.timeout)
-            .field("min_confidence", &self.min_confidence)
-            .finish()
-    }
-}
-
 /// What the model said in one reply, once validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelVerdict {
     pub verdict: Verdict,
     pub confidence: u8,
     pub reasoning: String,
-}
-
-/// The outcome of up to two attempts (the second only when the first was malformed).
-pub(crate) struct Attempts<T> {
-    pub content: Result<T, String>,
-    pub model: Option<String>,
-    pub input_tokens: Option<i64>,
-    pub output_tokens: Option<i64>,
-    pub latency_ms: i64,
-}
-
-/// SPEC B4's "malformed output is retried once": POSTs `body` and, if `parse` finds the
-/// reply unusable, once more. HTTP failures are returned at once (the queue retries those).
-pub(crate) async fn ask_twice<T>(
-    endpoint: &http::Endpoint,
-    body: &serde_json::Value,
-    parse: fn(&[u8]) -> Reply<T>,
-) -> Result<Attempts<T>, AiError> {
-    let started = Instant::now();
-    let first = parse(&endpoint.post(body).await?);
-    let mut out = Attempts {
-        content: first.content,
-        model: first.model,
-        input_tokens: first.input_tokens,
-        output_tokens: first.output_tokens,
-        latency_ms: 0,
-    };
-    if let Err(first_error) = &out.content {
-        tracing::warn!(error = %first_error, "malformed AI output; asking once more");
-        let second = parse(&endpoint.post(body).await?);
-        out.content = second
-            .content
-            .map_err(|e| format!("malformed output twice: first: {first_error}; then: {e}"));
-        out.model = second.model.or(out.model);
-        out.input_tokens = add_tokens(out.input_tokens, second.input_tokens);
-        out.output_tokens = add_tokens(out.output_tokens, second.output_tokens);
-    }
-    out.latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-    Ok(out)
-}
-
-fn add_tokens(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (None, None) => None,
-        (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
-    }
-}
-
-impl Attempts<ModelVerdict> {
-    /// The decision to record: the model's verdict, or REJECT/0 with the error.
-    pub(crate) fn into_decision(
-        self,
-        provider: &'static str,
-        configured_model: &str,
-        min_confidence: u8,
-    ) -> AiDecision {
-        let model = self.model.unwrap_or_else(|| configured_model.to_string());
-        let cost_usd = price::cost_usd(&model, self.input_tokens, self.output_tokens);
-        let (verdict, error) = match self.content {
-            Ok(v) => (v, None),
-            Err(e) => (
-                ModelVerdict {
-                    verdict: Verdict::Reject,
-                    confidence: 0,
-                    reasoning: format!("rejected: the model's answer was unusable ({e})"),
-                },
-                Some(e),
-            ),
-        };
-        AiDecision {
-            provider: provider.to_string(),
-            confirmed: verdict.verdict == Verdict::Confirm && verdict.confidence >= min_confidence,
-            verdict: verdict.verdict,
-            confidence: verdict.confidence,
-            reasoning: verdict.reasoning,
-            model,
-            latency_ms: self.latency_ms,
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            cost_usd,
-            error,
-        }
-    }
-}
-
-impl Attempts<String> {
-    /// The note to post: the model's text, or a line saying it was unusable.
-    pub(crate) fn into_note(self, provider: &'static str, configured_model: &str) -> MarketNote {
-        let model = self.model.unwrap_or_else(|| configured_model.to_string());
-        let cost_usd = price::cost_usd(&model, self.input_tokens, self.output_tokens);
-        let (note, error) = match self.content {
-            Ok(note) => (note, None),
-            Err(e) => (format!("AI market note unavailable: {e}"), Some(e)),
-        };
-        MarketNote {
-            provider: provider.to_string(),
-            model,
-            note,
-            latency_ms: self.latency_ms,
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            cost_usd,
-            error,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -85,20 +85,12 @@ pub fn parse_openai_note(body: &[u8]) -> Reply<String> {
 }
 
 fn anthropic_reply<T>(body: &[u8], answer: impl FnOnce(&Value) -> Result<T, String>) -> Reply<T> {
-    let message = match json_object(body) {
-        Ok(m) => m,
-        Err(e) => return Reply::malformed(e),
-    };
-    let usage = message.get("usage");
-    Reply {
-        content: answer(&message),
-        model: field_str(&message, "model").map(str::to_string),
-        input_tokens: usage
-            .and_then(|u| u.get("input_tokens"))
-            .and_then(Value::as_i64),
-        output_tokens: usage
-            .and_then(|u| u.get("output_tokens"))
-            .and_then(Value::as_i64),
+    match json_object(body) {
+        Ok(message) => {
+            let content = answer(&message);
+            reply(&message, content, ["input_tokens", "output_tokens"])
+        }
+        Err(e) => Reply::malformed(e),
     }
 }
 
@@ -107,7 +99,6 @@ fn openai_reply<T>(body: &[u8], answer: impl FnOnce(&str) -> Result<T, String>) 
         Ok(c) => c,
         Err(e) => return Reply::malformed(e),
     };
-    let usage = completion.get("usage");
     let content = completion
         .get("choices")
         .and_then(Value::as_array)
@@ -122,15 +113,17 @@ fn openai_reply<T>(body: &[u8], answer: impl FnOnce(&str) -> Result<T, String>) 
                 .ok_or_else(|| "the message has no text `content`".to_string())
         })
         .and_then(answer);
+    reply(&completion, content, ["prompt_tokens", "completion_tokens"])
+}
+
+/// The reply's `model` and its `usage` counts under the provider's `[input, output]` keys.
+fn reply<T>(body: &Value, content: Result<T, String>, keys: [&str; 2]) -> Reply<T> {
+    let count = |key: &str| body.get("usage")?.get(key)?.as_i64();
     Reply {
         content,
-        model: field_str(&completion, "model").map(str::to_string),
-        input_tokens: usage
-            .and_then(|u| u.get("prompt_tokens"))
-            .and_then(Value::as_i64),
-        output_tokens: usage
-            .and_then(|u| u.get("completion_tokens"))
-            .and_then(Value::as_i64),
+        model: field_str(body, "model").map(str::to_string),
+        input_tokens: count(keys[0]),
+        output_tokens: count(keys[1]),
     }
 }
 
