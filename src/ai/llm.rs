@@ -37,6 +37,8 @@ pub struct HttpReviewer<D: Dialect> {
     endpoint: Endpoint,
     model: String,
     min_confidence: u8,
+    /// Bounds the whole review, the malformed-output retry included (SPEC B4: 40 s).
+    timeout: Duration,
     dialect: PhantomData<D>,
 }
 
@@ -47,8 +49,21 @@ impl<D: Dialect> HttpReviewer<D> {
             endpoint: Endpoint::new(&settings.base_url, D::PATH, &headers, settings.timeout)?,
             model: settings.model,
             min_confidence: settings.min_confidence,
+            timeout: settings.timeout,
             dialect: PhantomData,
         })
+    }
+
+    /// [`ask_twice`] within the timeout: each request has it too, and a retry after a
+    /// malformed reply gets only what is left of it.
+    async fn ask<T>(
+        &self,
+        body: &Value,
+        parse: fn(&[u8]) -> Reply<T>,
+    ) -> Result<Attempts<T>, AiError> {
+        tokio::time::timeout(self.timeout, ask_twice(&self.endpoint, body, parse))
+            .await
+            .map_err(|_| AiError::Timeout)?
     }
 
     /// The body a review request sends (for docs and tests).
@@ -69,7 +84,7 @@ impl<D: Dialect> Reviewer for HttpReviewer<D> {
     fn review<'a>(&'a self, req: &'a ReviewRequest) -> BoxFuture<'a, Result<AiDecision, AiError>> {
         async move {
             let body = D::review_body(&self.model, req);
-            let attempts = ask_twice(&self.endpoint, &body, D::parse_review).await?;
+            let attempts = self.ask(&body, D::parse_review).await?;
             Ok(attempts.into_decision(D::PROVIDER, &self.model, self.min_confidence))
         }
         .boxed()
@@ -81,7 +96,7 @@ impl<D: Dialect> Reviewer for HttpReviewer<D> {
     ) -> BoxFuture<'a, Result<MarketNote, AiError>> {
         async move {
             let body = D::note_body(&self.model, req);
-            let attempts = ask_twice(&self.endpoint, &body, D::parse_note).await?;
+            let attempts = self.ask(&body, D::parse_note).await?;
             Ok(attempts.into_note(D::PROVIDER, &self.model))
         }
         .boxed()
@@ -130,7 +145,7 @@ struct Attempts<T> {
 /// reply unusable, once more. HTTP failures are returned at once (the queue retries those).
 async fn ask_twice<T>(
     endpoint: &Endpoint,
-    body: &serde_json::Value,
+    body: &Value,
     parse: fn(&[u8]) -> Reply<T>,
 ) -> Result<Attempts<T>, AiError> {
     let started = Instant::now();

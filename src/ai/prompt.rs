@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::{MarketNoteRequest, PositionSummary, ReviewRequest};
 use crate::domain::candle::Candle;
+use crate::domain::review::WINDOW_HOURS;
 use crate::domain::strategy::Regime;
 
 /// The tool (Anthropic) / schema (OpenAI) name the answer must come through.
@@ -131,7 +132,9 @@ pub fn pnl_percent(entry: Decimal, last: Decimal) -> Option<Decimal> {
     Some(((last / entry - Decimal::ONE) * Decimal::ONE_HUNDRED).round_dp(2))
 }
 
+/// The last [`WINDOW_HOURS`] candles only, like the rules reviewer reads.
 fn candle_table(hourly: &[Candle]) -> String {
+    let hourly = &hourly[hourly.len().saturating_sub(WINDOW_HOURS)..];
     let mut out = format!(
         "Last {} closed hourly candles, oldest first (open time UTC, open, high, low, close, volume):\n",
         hourly.len()

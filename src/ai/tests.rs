@@ -90,6 +90,26 @@ async fn rules_decisions_are_labelled_as_the_offline_reviewer() {
     assert_eq!(reviewer.provider(), "rules");
 }
 
+#[test]
+fn the_prompt_carries_only_the_last_24_hourly_candles() {
+    let mut req = request(&(1000..1030).collect::<Vec<_>>());
+    let prompt = prompt::review_prompt(&req);
+    let rows: Vec<&str> = prompt
+        .lines()
+        .filter(|l| l.starts_with("2025-09-"))
+        .collect();
+    assert_eq!(rows.len(), 24, "{prompt}");
+    assert!(
+        rows[0].starts_with("2025-09-08T06:00Z,1005,"),
+        "{}",
+        rows[0]
+    );
+    assert!(rows[23].ends_with(",1029,1"), "{}", rows[23]);
+    req.hourly.truncate(3);
+    let prompt = prompt::review_prompt(&req);
+    assert!(prompt.contains("Last 3 closed hourly candles"), "{prompt}");
+}
+
 #[tokio::test]
 async fn rules_min_confidence_decides_confirmed() {
     let cfg = ReviewConfig {

@@ -346,3 +346,23 @@ async fn the_market_note_is_the_recorded_text_reply() {
     );
     assert!(sent[0].body.get("tools").is_none(), "a note needs no tool");
 }
+
+#[tokio::test]
+async fn no_answer_to_the_retry_of_a_malformed_reply_is_a_timeout_not_a_reject() {
+    let server = serve(vec![
+        recorded("test_anthropic_model_instructions", 0),
+        Canned::never(),
+    ])
+    .await;
+    let short = HttpSettings {
+        timeout: Duration::from_millis(500),
+        ..settings(&server.base_url, "claude-sonnet-4-5")
+    };
+    let err = AnthropicReviewer::new(short)
+        .unwrap()
+        .review(&review_request())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AiError::Timeout), "{err:?}");
+    assert_eq!(server.received().len(), 2);
+}

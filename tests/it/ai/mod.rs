@@ -43,6 +43,15 @@ impl Canned {
         }
     }
 
+    /// No answer at all: the handler waits forever.
+    pub fn never() -> Self {
+        Canned {
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
         self
@@ -109,6 +118,9 @@ async fn answer(
     let Some(canned) = script.answers.lock().unwrap().pop_front() else {
         return (StatusCode::from_u16(599).unwrap(), "script exhausted").into_response();
     };
+    if canned.status == 0 {
+        return std::future::pending().await;
+    }
     let mut headers = HeaderMap::new();
     for (k, v) in &canned.headers {
         headers.insert(
