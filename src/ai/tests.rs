@@ -386,6 +386,25 @@ proptest! {
     }
 
     #[test]
+    fn any_error_response_is_classified_without_panicking(
+        status in 300u16..600,
+        body in prop::collection::vec(any::<u8>(), 0..200),
+        after in ".{0,12}",
+    ) {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&after) {
+            h.insert("retry-after", v);
+        }
+        let err = classify(status, &h, &body);
+        prop_assert!(err.to_string().len() > 10);
+        let retried = matches!(status, 408 | 429 | 500..=599);
+        let permanent = err.into_job_error().permanent;
+        // Random bytes never spell a spend-limit message, the one thing that makes a
+        // retryable status permanent.
+        prop_assert_eq!(permanent, !retried, "status {}", status);
+    }
+
+    #[test]
     fn confidence_is_accepted_exactly_in_0_to_100(c in -1000i64..1000, confirm in any::<bool>()) {
         let decision = if confirm { "CONFIRM" } else { "REJECT" };
         let v = serde_json::json!({"decision": decision, "confidence": c, "reasoning": "r"});
