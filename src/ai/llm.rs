@@ -111,7 +111,7 @@ pub struct HttpSettings {
     /// Required by Anthropic; an OpenAI-compatible server may need none.
     pub api_key: Option<String>,
     pub model: String,
-    /// Whole-request timeout ([`DEFAULT_TIMEOUT`]; tests make it short).
+    /// Bounds each request and the whole review ([`super::DEFAULT_TIMEOUT`]; tests make it short).
     pub timeout: Duration,
     /// `confirmed` needs CONFIRM and at least this confidence.
     pub min_confidence: u8,

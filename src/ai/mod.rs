@@ -128,7 +128,7 @@ pub struct MarketNote {
 #[derive(Debug, thiserror::Error)]
 pub enum AiError {
     /// HTTP 429: wait `retry_after` (the server's `retry-after`) before the next attempt.
-    #[error("AI provider rate limit (429){}", retry_after.map(|d| format!(", retry after {} s", d.as_secs_f64())).unwrap_or_default())]
+    #[error("AI provider rate limit (429){}", after_note(retry_after))]
     RateLimited { retry_after: Option<Duration> },
     /// HTTP 529 (Anthropic `overloaded_error`) or another 5xx: back off and retry.
     #[error("AI provider overloaded or failing (HTTP {status})")]
@@ -143,6 +143,12 @@ pub enum AiError {
     /// Missing key, bad base_url, unknown provider setting.
     #[error("AI reviewer configuration: {0}")]
     Config(String),
+}
+
+fn after_note(retry_after: &Option<Duration>) -> String {
+    retry_after.map_or_else(String::new, |d| {
+        format!(", retry after {} s", d.as_secs_f64())
+    })
 }
 
 impl AiError {

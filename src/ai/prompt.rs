@@ -136,7 +136,8 @@ pub fn pnl_percent(entry: Decimal, last: Decimal) -> Option<Decimal> {
 fn candle_table(hourly: &[Candle]) -> String {
     let hourly = &hourly[hourly.len().saturating_sub(WINDOW_HOURS)..];
     let mut out = format!(
-        "Last {} closed hourly candles, oldest first (open time UTC, open, high, low, close, volume):\n",
+        "Last {} closed hourly candles, oldest first \
+         (open time UTC, open, high, low, close, volume):\n",
         hourly.len()
     );
     for c in hourly {

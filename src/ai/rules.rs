@@ -1,5 +1,5 @@
 //! The offline `rules` reviewer (SPEC B4), the default: the pure
-//! [`review_entry`](crate::domain::review::review_entry) rule over the last 24 hourly
+//! [`crate::domain::review::review_entry`] rule over the last 24 hourly
 //! candles, wrapped as a [`Reviewer`]. No network, no model, no cost; deterministic, so a
 //! backtest and the live bot decide alike. Every decision and note it makes says it came
 //! from the offline rules reviewer, so no report can pass it off as an AI opinion.
@@ -61,7 +61,8 @@ impl RulesReviewer {
             provider: PROVIDER.to_string(),
             model: MODEL.to_string(),
             note: format!(
-                "{LABEL} {market} at {at}: regime {regime}; {WINDOW_HOURS} h return {ret}; {positions}",
+                "{LABEL} {market} at {at}: regime {regime}; \
+                 {WINDOW_HOURS} h return {ret}; {positions}",
                 market = req.market,
                 at = req.at.to_rfc3339(),
                 regime = regime_line(req.regime, req.regime_distance),

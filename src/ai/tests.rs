@@ -239,21 +239,31 @@ fn http_statuses_are_classified_like_the_spec_says() {
         AiError::Overloaded { status: 503 }
     ));
     let credit = "Your credit balance is too low to access the Anthropic API.";
+    let spend = permanent(classify(400, &none, &body("invalid_request_error", credit)));
+    assert!(spend.contains("spend limit"), "{spend}");
+    let quota = br#"{"error":{"message":"You exceeded your current quota",
+        "type":"insufficient_quota","code":"insufficient_quota"}}"#;
+    let quota = permanent(classify(429, &none, quota));
     assert!(
-        matches!(classify(400, &none, &body("invalid_request_error", credit)), AiError::Permanent(m) if m.contains("spend limit"))
+        quota.contains("spend limit"),
+        "quota is not a rate limit: {quota}"
     );
-    let quota = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
-    assert!(
-        matches!(classify(429, &none, quota), AiError::Permanent(m) if m.contains("spend limit")),
-        "quota is not a rate limit"
-    );
-    assert!(
-        matches!(classify(401, &none, &body("authentication_error", "invalid x-api-key")), AiError::Permanent(m) if m.contains("key was refused"))
-    );
-    assert!(matches!(classify(403, &none, b""), AiError::Permanent(_)));
-    assert!(
-        matches!(classify(404, &none, &body("not_found_error", "model: x")), AiError::Permanent(m) if m.contains("model: x"))
-    );
+    let auth = permanent(classify(
+        401,
+        &none,
+        &body("authentication_error", "bad key"),
+    ));
+    assert!(auth.contains("key was refused"), "{auth}");
+    permanent(classify(403, &none, b""));
+    let missing = permanent(classify(404, &none, &body("not_found_error", "model: x")));
+    assert!(missing.contains("model: x"), "{missing}");
+}
+
+fn permanent(e: AiError) -> String {
+    match e {
+        AiError::Permanent(m) => m,
+        other => panic!("not permanent: {other:?}"),
+    }
 }
 
 #[test]
@@ -312,9 +322,8 @@ fn from_config_builds_each_provider_and_never_shows_the_key() {
         base_url: Some("ftp://x".into()),
         ..local
     };
-    assert!(
-        matches!(from_config(&bad, &secrets, review), Err(AiError::Config(m)) if m.contains("ai.base_url"))
-    );
+    assert!(matches!(from_config(&bad, &secrets, review),
+            Err(AiError::Config(m)) if m.contains("ai.base_url")));
 }
 
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -379,7 +388,8 @@ proptest! {
     fn parsers_never_panic_on_arbitrary_json(v in json_value()) {
         all_parsers_give_a_clear_answer(v.to_string().as_bytes())?;
         // The same value as the tool input / message content of a well-formed reply.
-        let anthropic = serde_json::json!({"content": [{"type": "tool_use", "name": prompt::TOOL_NAME, "input": v}]});
+        let call = serde_json::json!({"type": "tool_use", "name": prompt::TOOL_NAME, "input": v});
+        let anthropic = serde_json::json!({"content": [call]});
         all_parsers_give_a_clear_answer(anthropic.to_string().as_bytes())?;
         let openai = serde_json::json!({"choices": [{"message": {"content": v.to_string()}}]});
         all_parsers_give_a_clear_answer(openai.to_string().as_bytes())?;

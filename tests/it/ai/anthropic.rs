@@ -270,7 +270,8 @@ async fn overloaded_and_server_errors_back_off() {
 
 #[tokio::test]
 async fn spend_limit_auth_and_invalid_requests_are_permanent() {
-    let credit = "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.";
+    let credit = "Your credit balance is too low to access the Anthropic API. \
+                  Please go to Plans & Billing to upgrade or purchase credits.";
     let cases = [
         (
             Canned::json(400, &error_body("invalid_request_error", credit)),
