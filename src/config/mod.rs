@@ -379,7 +379,10 @@ impl Config {
                 ),
             );
         }
-        if self.ai.provider == AiProvider::Anthropic && secrets.get("ANTHROPIC_API_KEY").is_none() {
+        if self.ai.provider == AiProvider::Anthropic
+            && secrets.get("ANTHROPIC_API_KEY").is_none()
+            && secrets.get("COINPILOT_AI_API_KEY").is_none()
+        {
             return invalid(
                 "ai.provider",
                 "`anthropic` needs ANTHROPIC_API_KEY in the environment".into(),

@@ -42,6 +42,14 @@ pub const SECRET_VARS: &[(&str, &str)] = &[
     ),
     ("ANTHROPIC_API_KEY", "Anthropic API key for the AI reviewer"),
     (
+        "OPENAI_API_KEY",
+        "OpenAI(-compatible) API key for the AI reviewer",
+    ),
+    (
+        "COINPILOT_AI_API_KEY",
+        "API key for the AI reviewer, when the provider's own variable is not set",
+    ),
+    (
         "COINPILOT_UPBIT_ACCESS_KEY",
         "Upbit API access key (live trading)",
     ),
@@ -62,6 +70,7 @@ fn secret_env_for(path: &str) -> Option<&'static str> {
             "COINPILOT_DISCORD_WEBHOOK_URL"
         }
         "ai.api_key" | "ai.anthropic_api_key" => "ANTHROPIC_API_KEY",
+        "ai.openai_api_key" => "OPENAI_API_KEY",
         "upbit.access_key" | "market.access_key" => "COINPILOT_UPBIT_ACCESS_KEY",
         "upbit.secret_key" | "market.secret_key" => "COINPILOT_UPBIT_SECRET_KEY",
         _ => "",

@@ -3,6 +3,7 @@
 // `support::one_heavy_test_at_a_time` is a std mutex held across a whole test on purpose.
 #![allow(clippy::await_holding_lock)]
 
+mod ai;
 mod backtest_cli;
 mod browser;
 mod chaos;
