@@ -6,6 +6,7 @@
 mod backtest_cli;
 mod browser;
 mod chaos;
+mod chaos_paper;
 mod cli_input;
 mod config_cli;
 mod dashboard;
@@ -19,5 +20,6 @@ mod queue_basics;
 mod queue_metrics;
 mod queue_processes;
 mod schedules;
+mod soak;
 mod support;
 mod workflows;
