@@ -20,6 +20,7 @@ mod queue_basics;
 mod queue_metrics;
 mod queue_processes;
 mod schedules;
+mod secrets_logs;
 mod soak;
 mod support;
 mod workflows;
