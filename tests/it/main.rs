@@ -16,6 +16,7 @@ mod market;
 mod ops_manifests;
 mod paper;
 mod pg_restart;
+mod props;
 mod queue_basics;
 mod queue_metrics;
 mod queue_processes;
