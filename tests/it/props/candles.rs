@@ -75,7 +75,10 @@ fn valid_csv() -> impl Strategy<Value = (String, usize)> {
                 *open + 1_000,
                 (*open + 1_000 + close_off).saturating_sub(*down),
             );
-            let (high, low) = (open.max(close) + up, open.min(close).saturating_sub(*down));
+            let (high, low) = (
+                open.max(close) + up,
+                open.min(close).saturating_sub(*down).max(1),
+            );
             text.push_str(&format!(
                 "{},{open},{high},{low},{close},{vol}.5\n",
                 t.format("%Y-%m-%d %H:%M:%S")

@@ -6,7 +6,7 @@
 //!
 //! Each property runs proptest's default 256 cases; `PROPTEST_CASES=100000 cargo test
 //! --release --test it props::` runs more. A failure prints the shrunk input and is saved
-//! under `tests/it/props/proptest-regressions/` to be replayed first next time.
+//! under `tests/proptest-regressions/` to be replayed first next time (commit it with the fix).
 
 mod candles;
 mod config;
