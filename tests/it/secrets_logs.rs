@@ -22,22 +22,38 @@ struct Values {
     tag: String,
     admin_password: String,
     database_url: String,
+    database_password: String,
+}
+
+/// The password part of `scheme://user:password@host/…`, if any.
+fn url_password(url: &str) -> Option<String> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let creds = &authority[..authority.rfind('@')?];
+    creds.split_once(':').map(|(_, p)| p.to_string())
 }
 
 impl Values {
     fn new(db: &TestDb) -> Values {
         let tag = format!("{:016x}", fastrand::u64(..));
-        // The server trusts local connections, so the password is sent and ignored: the URL
-        // still carries a secret for the processes to leak.
-        let database_url = db
-            .opts
-            .clone()
-            .password(&format!("dbpw{tag}"))
-            .to_url_lossy()
-            .to_string();
+        // A server given with a password keeps it (that is the secret then); the local one
+        // trusts its clients, so a password is added, sent and ignored, for the processes
+        // to leak.
+        let url = db.url();
+        let database_url = match url_password(&url) {
+            Some(_) => url,
+            None => db
+                .opts
+                .clone()
+                .password(&format!("dbpw{tag}"))
+                .to_url_lossy()
+                .to_string(),
+        };
+        let database_password = url_password(&database_url).expect("a password in the URL");
         Values {
             admin_password: format!("admin-pw-{tag}"),
             database_url,
+            database_password,
             tag,
         }
     }
@@ -62,7 +78,7 @@ impl Values {
         let mut out: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| match k.as_str() {
-                "DATABASE_URL" => (k.clone(), format!("dbpw{}", self.tag)),
+                "DATABASE_URL" => (k.clone(), self.database_password.clone()),
                 _ => (k.clone(), v.clone()),
             })
             .collect();
