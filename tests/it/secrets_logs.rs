@@ -284,3 +284,58 @@ async fn no_secret_reaches_any_log_at_debug_level() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A database URL's password stays hidden in every form the URL may take — in the
+/// authority, as a `password=` query parameter, in a URL without a scheme — on every path
+/// that prints the URL: a worker that cannot connect or cannot parse it, `db info`, `config
+/// check`. (Before the fix, the last two forms were printed as given.)
+#[test]
+fn a_database_password_is_hidden_in_every_form_of_the_url() {
+    let tag = format!("{:016x}", fastrand::u64(..));
+    let pw = format!("urlpw{tag}");
+    let urls = [
+        format!("postgres://cp:{pw}@127.0.0.1:9/cp"),
+        format!("postgres://cp@127.0.0.1:9/cp?sslmode=disable&password={pw}"),
+        format!("cp:{pw}@127.0.0.1:9/cp"),
+        format!("postgres://cp:{pw}@127.0.0.1:notaport/cp"),
+    ];
+    let dir = std::env::temp_dir().join(format!("cp-secrets-url-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut runs = 0;
+    for url in &urls {
+        for args in [
+            &["worker", "--queues", "default"][..],
+            &["db", "info"],
+            &["config", "check"],
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_coinpilot"))
+                .current_dir(&dir)
+                .env_remove("COINPILOT_CONFIG")
+                .env("DATABASE_URL", url)
+                .env("RUST_LOG", "debug")
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if args[0] == "worker" {
+                assert!(
+                    !out.status.success(),
+                    "a worker without a database must fail"
+                );
+            }
+            let leak = all.lines().find(|l| l.contains(&pw));
+            assert!(leak.is_none(), "`{args:?}` printed the password: {leak:?}");
+            runs += 1;
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!(
+        "secrets_logs: {} URL forms × 3 commands = {runs} runs, password never shown",
+        urls.len()
+    );
+}
