@@ -189,6 +189,7 @@ async fn check_ledger(db: &TestDb, start: Decimal, n: usize, kills: usize) -> Bu
     .unwrap();
     assert_eq!(balance, start - buys + sells, "balance against the fills");
     check_positions(db).await;
+    check_trades(db, buys, sells).await;
     check_each_id_filled_once(db).await;
     let refused = check_job_outcomes(db, n).await;
     let fills = db.count("SELECT count(*) FROM fills").await;
@@ -227,6 +228,27 @@ async fn check_positions(db: &TestDb) {
             "{market}: position against the fills"
         );
     }
+}
+
+/// One trade per sell fill, with that fill's proceeds; and every buy's cost is still held
+/// (open positions' cost) or was closed (trades' cost), to the last digit.
+async fn check_trades(db: &TestDb, buys: Decimal, sells: Decimal) {
+    let (trades, proceeds, closed): (i64, Decimal, Decimal) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(proceeds), 0), coalesce(sum(cost), 0) FROM trades",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let sell_fills = db
+        .count("SELECT count(*) FROM fills JOIN orders USING (client_order_id) WHERE side = 'sell'")
+        .await;
+    assert_eq!(trades, sell_fills, "one trade per sell fill");
+    assert_eq!(proceeds, sells, "trades' proceeds against the sell fills");
+    let held: Decimal = sqlx::query_scalar("SELECT coalesce(sum(cost), 0) FROM positions")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(held + closed, buys, "buy cost = open cost + closed cost");
 }
 
 /// At most one order and one fill per client order id (the keys), and at most one job
