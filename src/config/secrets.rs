@@ -177,8 +177,10 @@ impl std::fmt::Debug for Secrets {
 }
 
 /// `postgres://user:pw@host/db` → `postgres://user:****@host/db`. A URL that cannot be read
-/// is masked whole: it may still carry a password somewhere.
+/// is masked whole: it may still carry a password somewhere. A `password=` query parameter
+/// (libpq and sqlx read one) is masked too.
 pub fn mask_url_password(url: &str) -> String {
+    let url = &mask_query_password(url);
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return MASK.to_string();
     };
@@ -202,6 +204,22 @@ pub fn mask_url_password(url: &str) -> String {
     }
 }
 
+/// `…?sslmode=require&password=pw` → `…?sslmode=require&password=****`; other parameters
+/// are kept as written.
+fn mask_query_password(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}={MASK}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
+}
+
 /// Whether a URL carries a password.
 pub fn url_has_password(url: &str) -> bool {
     mask_url_password(url) != url
@@ -221,6 +239,20 @@ mod tests {
         assert_eq!(mask_url_password("not a url pw"), MASK);
         assert!(url_has_password("postgres://a:b@h/d"));
         assert!(!url_has_password("postgres://a@h/d?sslmode=require"));
+    }
+
+    #[test]
+    fn a_password_in_the_query_or_a_url_without_scheme_is_masked() {
+        assert_eq!(
+            mask_url_password("postgres://u@h/d?sslmode=disable&password=pw1&x=y"),
+            "postgres://u@h/d?sslmode=disable&password=****&x=y"
+        );
+        assert_eq!(
+            mask_url_password("postgres://u:pw2@h/d?PASSWORD=pw3"),
+            "postgres://u:****@h/d?PASSWORD=****"
+        );
+        assert_eq!(mask_url_password("u:pw4@h/d"), MASK);
+        assert!(url_has_password("postgres://u@h/d?password=pw5"));
     }
 
     #[test]
