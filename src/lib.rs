@@ -12,6 +12,7 @@ pub mod defs;
 pub mod domain;
 pub mod failpoint;
 pub mod market;
+pub mod notify;
 pub mod paper;
 pub mod queue;
 pub mod schedule;
