@@ -109,8 +109,12 @@ impl Mailer {
         })
     }
 
-    /// The e-mail of `r` with `png` attached.
-    pub fn message(&self, r: &DailyReport, png: Vec<u8>) -> Result<lettre::Message, JobError> {
+    /// The e-mail of `r`, with `png` attached when there is one.
+    pub fn message(
+        &self,
+        r: &DailyReport,
+        png: Option<Vec<u8>>,
+    ) -> Result<lettre::Message, JobError> {
         let mut b = lettre::Message::builder()
             .from(self.from.clone())
             .subject(format!(
@@ -122,16 +126,17 @@ impl Mailer {
         }
         let png_type = ContentType::parse("image/png")
             .map_err(|e| JobError::permanent(format!("image/png: {e}")))?;
-        let body = MultiPart::mixed()
-            .singlepart(SinglePart::plain(report::render_markdown(r)))
-            .singlepart(Attachment::new(REPORT_PNG.to_string()).body(png, png_type));
+        let mut body = MultiPart::mixed().singlepart(SinglePart::plain(report::render_markdown(r)));
+        if let Some(png) = png {
+            body = body.singlepart(Attachment::new(REPORT_PNG.to_string()).body(png, png_type));
+        }
         b.multipart(body)
             .map_err(|e| JobError::permanent(format!("daily report e-mail: {e}")))
     }
 
     /// Sends; every SMTP failure is retried (a 5xx reply from a misconfigured server too:
     /// an operator fixes it and the next attempt goes through).
-    pub async fn send(&self, r: &DailyReport, png: Vec<u8>) -> Result<(), JobError> {
+    pub async fn send(&self, r: &DailyReport, png: Option<Vec<u8>>) -> Result<(), JobError> {
         let message = self.message(r, png)?;
         self.transport
             .send(message)

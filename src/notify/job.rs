@@ -76,11 +76,17 @@ impl Notify {
         message: &Message,
     ) -> Result<(), JobError> {
         let png = match message {
-            Message::DailyReport(r) => Some(report::render_png(r)?),
+            Message::DailyReport(r) => chart_or_none(r),
             _ => None,
         };
         match &self.discord {
-            Some(d) => d.send(embeds::payload(message), png).await?,
+            Some(d) => {
+                let mut payload = embeds::payload(message);
+                if png.is_none() {
+                    payload.embeds.iter_mut().for_each(|e| e.image = None);
+                }
+                d.send(payload, png).await?
+            }
             None => {
                 let paths = self
                     .files
@@ -109,10 +115,20 @@ impl Notify {
             tracing::warn!(day = %r.day, "daily report e-mail dropped: COINPILOT_SMTP_URL is no longer set");
             return Ok(());
         };
-        mailer.send(r, report::render_png(r)?).await?;
+        mailer.send(r, chart_or_none(r)).await?;
         tracing::info!(day = %r.day, "daily report e-mailed");
         Ok(())
     }
+}
+
+/// The report's chart; a chart that cannot be drawn is logged and left out, because
+/// retrying would draw it no better and the figures matter more than the picture.
+fn chart_or_none(r: &super::DailyReport) -> Option<Vec<u8>> {
+    report::render_png(r)
+        .map_err(
+            |e| tracing::warn!(day = %r.day, error = %e, "daily report sent without its chart"),
+        )
+        .ok()
 }
 
 /// The e-mail follow-up of primary job `parent`; its unique key keeps it single even if

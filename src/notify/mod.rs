@@ -67,8 +67,8 @@ impl Message {
         }
     }
 
-    /// The day the message is about (UTC date of its event; a report's own Seoul day).
-    /// Stable across retries, so the file sink's names are too.
+    /// The Asia/Seoul day the message is about (its event's; a report's own day), the
+    /// unit of trading days everywhere. Stable across retries, so file names are too.
     pub fn day(&self) -> NaiveDate {
         let at = match self {
             Message::Fill(n) => n.filled_at,
@@ -79,7 +79,7 @@ impl Message {
             Message::Alert(n) => n.at,
             Message::DailyReport(r) => return r.day,
         };
-        at.date_naive()
+        crate::domain::risk::seoul_day(at)
     }
 }
 

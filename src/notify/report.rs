@@ -109,21 +109,23 @@ fn draw(r: &DailyReport, rgb: &mut [u8]) -> Result<(), String> {
     drawn.map_err(|e| e.to_string())
 }
 
-fn price_panel(
-    r: &DailyReport,
+type Area<'b> = DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>;
+type Panel<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A captioned panel with the shared time axis and a mesh, ready for series.
+fn panel<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: String,
+    caption_size: u32,
     axis: &Axis,
-    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
-) -> DrawResult {
-    let prices = series(axis, &r.prices);
-    let marker_prices = r.markers.iter().map(|m| to_f64(m.price));
-    let ys = y_range(prices.iter().map(|p| p.1).chain(marker_prices));
-    let empty = if prices.is_empty() { " (no data)" } else { "" };
-    let caption = format!(
-        "{} {} ({}) — price, ▲ buy ▼ sell, times UTC{empty}",
-        r.market, r.day, r.mode
-    );
+    ys: std::ops::Range<f64>,
+) -> Result<Panel<'a, 'b>, Box<dyn std::error::Error + 'a>> {
     let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 22))
+        .caption(caption, ("sans-serif", caption_size))
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(100)
@@ -135,6 +137,19 @@ fn price_panel(
         .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style(("sans-serif", 13))
         .draw()?;
+    Ok(chart)
+}
+
+fn price_panel(r: &DailyReport, axis: &Axis, area: &Area<'_>) -> DrawResult {
+    let prices = series(axis, &r.prices);
+    let marker_prices = r.markers.iter().map(|m| to_f64(m.price));
+    let ys = y_range(prices.iter().map(|p| p.1).chain(marker_prices));
+    let empty = if prices.is_empty() { " (no data)" } else { "" };
+    let caption = format!(
+        "{} {} ({}) — price, ▲ buy ▼ sell, times UTC{empty}",
+        r.market, r.day, r.mode
+    );
+    let mut chart = panel(area, caption, 22, axis, ys).map_err(|e| e.to_string())?;
     chart.draw_series(LineSeries::new(prices, &BLUE))?;
     let green = RGBColor(0x2E, 0xCC, 0x71);
     for m in &r.markers {
@@ -153,26 +168,10 @@ fn down_triangle() -> Polygon<(i32, i32)> {
     Polygon::new(vec![(-8, -7), (8, -7), (0, 8)], RED.filled())
 }
 
-fn equity_panel(
-    r: &DailyReport,
-    axis: &Axis,
-    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
-) -> DrawResult {
+fn equity_panel(r: &DailyReport, axis: &Axis, area: &Area<'_>) -> DrawResult {
     let equity = series(axis, &r.equity);
     let ys = y_range(equity.iter().map(|p| p.1));
-    let mut chart = ChartBuilder::on(area)
-        .caption("Equity (KRW)", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(100)
-        .build_cartesian_2d(0f64..axis.x_max, ys)?;
-    chart
-        .configure_mesh()
-        .x_labels(12)
-        .x_label_formatter(&|x| axis.label(*x))
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .label_style(("sans-serif", 13))
-        .draw()?;
+    let mut chart = panel(area, "Equity (KRW)".into(), 18, axis, ys).map_err(|e| e.to_string())?;
     chart.draw_series(LineSeries::new(equity, &MAGENTA))?;
     Ok(())
 }
