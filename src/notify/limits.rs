@@ -218,15 +218,17 @@ pub fn violations(p: &WebhookPayload) -> Vec<String> {
                 discord_len(&f.value),
                 FIELD_VALUE_MAX,
             );
-            // Zero allowed: an empty name or value is refused by Discord.
-            over(
-                format!("embed {i} field {j} empty"),
-                usize::from(f.name.is_empty() || f.value.is_empty()),
-                0,
-            );
         }
         let footer = e.footer.as_ref().map_or(0, |f| discord_len(&f.text));
         over(format!("embed {i} footer"), footer, FOOTER_MAX);
+    }
+    // Not a length limit, but a 400 all the same.
+    for (i, e) in p.embeds.iter().enumerate() {
+        for (j, f) in e.fields.iter().enumerate() {
+            if f.name.is_empty() || f.value.is_empty() {
+                v.push(format!("embed {i} field {j} has an empty name or value"));
+            }
+        }
     }
     v
 }

@@ -49,6 +49,20 @@ fn an_oversized_payload_is_cut_to_every_limit_keeping_what_fits() {
         embeds: vec![embed; 14],
         ..WebhookPayload::default()
     };
+    // The checker sees each broken limit, so the asserts below can fail.
+    let broken = violations(&p);
+    for what in [
+        "content",
+        "embeds",
+        "all embeds",
+        "embed 0 title",
+        "embed 0 fields",
+    ] {
+        assert!(
+            broken.iter().any(|v| v.starts_with(&format!("{what}:"))),
+            "{what}: {broken:?}"
+        );
+    }
     let cut = enforce(p);
     assert_within_limits(&cut);
     assert_eq!(discord_len(cut.content.as_deref().unwrap()), CONTENT_MAX);

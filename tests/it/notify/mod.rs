@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration as Span, NaiveDate, Utc};
-use coinpilot::clock::{Clock, ManualClock};
+use coinpilot::clock::{Clock, ManualClock, SharedClock};
 use coinpilot::config::{Config, Secrets};
 use coinpilot::notify::embeds::{AMBER, GREEN, RED};
 use coinpilot::notify::files::FileSink;
@@ -16,7 +16,7 @@ use coinpilot::notify::limits::violations;
 use coinpilot::notify::report::{HEIGHT, WIDTH};
 use coinpilot::notify::*;
 use coinpilot::queue::runtime::WorkerEvent;
-use coinpilot::queue::{JobId, Worker};
+use coinpilot::queue::{HandlerRegistry, JobId, Worker};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -42,8 +42,17 @@ fn reports_dir() -> PathBuf {
     dir
 }
 
-/// A worker serving queue `notify` with a `Notify` built from config like `coinpilot up`.
-async fn setup(webhook: Option<&str>, smtp: Option<&str>) -> Setup {
+/// Everything but the worker: a test may enqueue before any job can run.
+struct Parts {
+    db: TestDb,
+    clock: ManualClock,
+    shared: SharedClock,
+    registry: HandlerRegistry,
+    reports: PathBuf,
+}
+
+/// A `Notify` built from config like `coinpilot up` builds it.
+async fn parts(webhook: Option<&str>, smtp: Option<&str>) -> Parts {
     let db = TestDb::new().await;
     let (clock, shared) = manual_clock();
     let reports = reports_dir();
@@ -57,25 +66,46 @@ async fn setup(webhook: Option<&str>, smtp: Option<&str>) -> Setup {
         _ => None,
     });
     let notify = Notify::from_config(&cfg, &secrets).expect("notify from config");
-    let mut reg = registry();
-    reg.register(notify);
-    let mut wcfg = test_config("notify-worker");
-    wcfg.queues = vec![(QUEUE.to_string(), None)];
-    let worker = RunningWorker::start(Worker::new(db.pool.clone(), shared, reg, wcfg));
-    Setup {
+    let mut registry = registry();
+    registry.register(notify);
+    Parts {
         db,
         clock,
-        worker,
+        shared,
+        registry,
         reports,
     }
 }
 
+impl Parts {
+    /// Starts a worker serving queue `notify`.
+    fn start(self) -> Setup {
+        let mut wcfg = test_config("notify-worker");
+        wcfg.queues = vec![(QUEUE.to_string(), None)];
+        let worker = Worker::new(self.db.pool.clone(), self.shared, self.registry, wcfg);
+        Setup {
+            db: self.db,
+            clock: self.clock,
+            worker: RunningWorker::start(worker),
+            reports: self.reports,
+        }
+    }
+}
+
+async fn setup(webhook: Option<&str>, smtp: Option<&str>) -> Setup {
+    parts(webhook, smtp).await.start()
+}
+
+async fn enqueue_on(db: &TestDb, now: DateTime<Utc>, m: &Message) -> JobId {
+    let mut tx = db.pool.begin().await.unwrap();
+    let e = enqueue(&mut tx, now, m, None).await.unwrap();
+    tx.commit().await.unwrap();
+    e.id
+}
+
 impl Setup {
     async fn enqueue(&self, m: &Message) -> JobId {
-        let mut tx = self.db.pool.begin().await.unwrap();
-        let e = enqueue(&mut tx, self.clock.now(), m, None).await.unwrap();
-        tx.commit().await.unwrap();
-        e.id
+        enqueue_on(&self.db, self.clock.now(), m).await
     }
 
     async fn completed(&mut self, id: JobId) {
@@ -364,7 +394,7 @@ async fn the_daily_report_is_posted_as_multipart_with_its_png() {
 }
 
 #[tokio::test]
-async fn without_a_webhook_messages_are_files_and_a_retry_overwrites_them() {
+async fn without_a_webhook_messages_are_written_to_files() {
     let mut s = setup(None, None).await;
     let fill_id = s.enqueue(&fill("buy")).await;
     let report_id = s.enqueue(&report()).await;
@@ -379,20 +409,43 @@ async fn without_a_webhook_messages_are_files_and_a_retry_overwrites_them() {
         .join(format!("2025-09-09-job{report_id}-daily_report.md"));
     let text = std::fs::read_to_string(&report_md).unwrap();
     assert!(text.contains("Reviewer: rules (offline)"), "{text}");
+    assert!(text.contains(&format!(
+        "![chart](2025-09-09-job{report_id}-daily_report.png)"
+    )));
     let png = s
         .reports
         .join(format!("2025-09-09-job{report_id}-daily_report.png"));
     assert_eq!(png_size(&std::fs::read(&png).unwrap()), (WIDTH, HEIGHT));
-    // A retried attempt of the same job writes the same names again.
-    let sink = FileSink::new(&s.reports);
-    let again = sink
-        .write(report_id, &report(), Some(b"\x89PNG-again"))
-        .await
-        .unwrap();
-    assert_eq!(again, vec![report_md, png.clone()]);
-    let files = std::fs::read_dir(&s.reports).unwrap().count();
-    assert_eq!(files, 3, "overwritten, not duplicated");
-    assert_eq!(std::fs::read(&png).unwrap(), b"\x89PNG-again");
+    assert_eq!(std::fs::read_dir(&s.reports).unwrap().count(), 3);
+    s.worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_retried_file_job_overwrites_its_files_instead_of_adding_copies() {
+    let p = parts(None, None).await;
+    let id = enqueue_on(&p.db, p.clock.now(), &report()).await;
+    // A directory where the markdown's temporary file goes: the first attempt writes the
+    // PNG, then fails on the markdown.
+    let stem = FileSink::stem(id, &report());
+    let blocker = p.reports.join(format!("{stem}.md.tmp"));
+    std::fs::create_dir_all(&blocker).unwrap();
+    let mut s = p.start();
+    assert!(!s.failed(id).await, "a write error is retried");
+    let png = s.reports.join(format!("{stem}.png"));
+    let first_png = std::fs::metadata(&png).unwrap().modified().unwrap();
+    std::fs::remove_dir(&blocker).unwrap();
+    s.clock.advance(Span::hours(1));
+    s.completed(id).await;
+    let mut names: Vec<String> = std::fs::read_dir(&s.reports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec![format!("{stem}.md"), format!("{stem}.png")]);
+    let second_png = std::fs::metadata(&png).unwrap().modified().unwrap();
+    assert!(second_png >= first_png, "the PNG was rewritten in place");
+    let (_, attempt, _, _) = s.job(id).await;
+    assert_eq!(attempt, 2);
     s.worker.shutdown().await;
 }
 
