@@ -17,7 +17,6 @@ pub const AMBER: u32 = 0xFF_BF_00;
 pub const BLUE: u32 = 0x34_98_DB;
 pub const GREY: u32 = 0x95_A5_A6;
 pub const ORANGE: u32 = 0xE6_7E_22;
-pub const PURPLE: u32 = 0x9B_59_B6;
 
 /// The file name of the daily report chart, in `files[0]` and the embed's image URL.
 pub const REPORT_PNG: &str = "report.png";
