@@ -40,6 +40,10 @@ pub const SECRET_VARS: &[(&str, &str)] = &[
         "COINPILOT_DISCORD_WEBHOOK_URL",
         "Discord webhook for notifications",
     ),
+    (
+        "COINPILOT_SMTP_URL",
+        "SMTP URL for the daily report e-mail (smtp://user:pass@host:port, smtps://…); its password is masked",
+    ),
     ("ANTHROPIC_API_KEY", "Anthropic API key for the AI reviewer"),
     (
         "OPENAI_API_KEY",
@@ -71,6 +75,7 @@ fn secret_env_for(path: &str) -> Option<&'static str> {
         }
         "ai.api_key" | "ai.anthropic_api_key" => "ANTHROPIC_API_KEY",
         "ai.openai_api_key" => "OPENAI_API_KEY",
+        "notify.smtp_url" | "smtp.url" => "COINPILOT_SMTP_URL",
         "upbit.access_key" | "market.access_key" => "COINPILOT_UPBIT_ACCESS_KEY",
         "upbit.secret_key" | "market.secret_key" => "COINPILOT_UPBIT_SECRET_KEY",
         _ => "",
@@ -162,6 +167,7 @@ impl Secrets {
                 let shown = match self.values.get(name) {
                     None => "(not set)".to_string(),
                     Some(url) if *name == "DATABASE_URL" => mask_url_password(url),
+                    Some(url) if *name == "COINPILOT_SMTP_URL" => mask_url_password(url),
                     Some(_) => MASK.to_string(),
                 };
                 (*name, shown)

@@ -14,6 +14,7 @@ mod dashboard;
 mod fuzz_defs;
 mod kustomize;
 mod market;
+mod notify;
 mod ops_manifests;
 mod paper;
 mod pg_restart;
