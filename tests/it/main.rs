@@ -5,6 +5,7 @@
 
 mod ai;
 mod backtest_cli;
+mod bot;
 mod browser;
 mod chaos;
 mod chaos_paper;
