@@ -256,7 +256,7 @@ async fn a_replayed_day_trades_exactly_as_the_backtest_and_reports() {
         serde_json::json!({"day": DAY, "market": "KRW-BTC"}),
     )
     .with_queue("maintenance");
-    coinpilot::queue::enqueue(&mut *conn, b.clock_now(), &job)
+    coinpilot::queue::enqueue(&mut conn, b.clock_now(), &job)
         .await
         .unwrap();
     drop(conn);
