@@ -6,9 +6,13 @@
 //! (`candle::screen_page`); this module only stores what passed and reports what did not.
 
 pub mod replay;
+pub mod source;
 mod store;
 
+pub use source::{MarketSource, Replay};
 pub use store::{find_gaps, load_candles, record_empty, store_page, Gap, StoreReport};
+
+use crate::queue::JobError;
 
 /// Errors of market data storage.
 #[derive(Debug, thiserror::Error)]
@@ -27,4 +31,45 @@ pub enum MarketError {
         from: chrono::DateTime<chrono::Utc>,
         to: chrono::DateTime<chrono::Utc>,
     },
+    /// HTTP 429 after the source's own back-off ran out; try again after `retry_after`.
+    #[error("rate limited by the exchange; retry after {retry_after:?}")]
+    RateLimited { retry_after: std::time::Duration },
+    /// HTTP 418: the exchange has banned this client for a while. Stop and alert.
+    #[error("banned by the exchange (HTTP 418): {detail}")]
+    Banned { detail: String },
+    /// Any other non-success status, with the exchange's error name and message.
+    #[error("exchange answered HTTP {status}: {detail}")]
+    Http { status: u16, detail: String },
+    /// Connection, TLS or timeout failure: nothing was answered.
+    #[error("cannot reach the exchange: {0}")]
+    Transport(String),
+    /// A response that does not parse, naming the field.
+    #[error("unexpected response from the exchange: {0}")]
+    Payload(String),
+    /// What was asked for does not exist (yet): e.g. no candle has opened since a decision.
+    #[error("not available: {0}")]
+    NotAvailable(String),
+}
+
+impl MarketError {
+    /// How a job handler fails on this error: a 429 waits as the exchange asked, a ban,
+    /// bad input or a client error (4xx) is permanent, the rest is retried with backoff.
+    pub fn into_job_error(self) -> JobError {
+        let message = self.to_string();
+        match self {
+            MarketError::RateLimited { retry_after } => JobError::retry_after(message, retry_after),
+            MarketError::Banned { .. } | MarketError::Csv(_) | MarketError::BadRange { .. } => {
+                JobError::permanent(message)
+            }
+            MarketError::Http { status, .. } if (400..500).contains(&status) => {
+                JobError::permanent(message)
+            }
+            MarketError::Sql(_)
+            | MarketError::Io { .. }
+            | MarketError::Http { .. }
+            | MarketError::Transport(_)
+            | MarketError::Payload(_)
+            | MarketError::NotAvailable(_) => JobError::retry(message),
+        }
+    }
 }
