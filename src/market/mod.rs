@@ -1,16 +1,22 @@
 //! Market data storage (SPEC B1): candles upserted by `(market, interval, open_time)`, the
 //! ledger of confirmed-empty minutes, gap detection over both, and a replay source that
-//! serves candle CSVs through the domain's parser.
+//! serves candle CSVs through the domain's parser; the [`MarketSource`] trait over replay and
+//! the Upbit REST API (`upbit`, its pure parsers in `upbit_parse`), and the `backfill` job.
 //!
 //! It owns the `candles` and `empty_minutes` tables. Validation of a candle is the domain's
 //! (`candle::screen_page`); this module only stores what passed and reports what did not.
 
+pub mod backfill;
 pub mod replay;
 pub mod source;
 mod store;
+pub mod upbit;
+pub mod upbit_parse;
 
+pub use backfill::{backfill_job, backfill_range, Backfill, BackfillArgs, BackfillReport};
 pub use source::{MarketSource, Replay};
 pub use store::{find_gaps, load_candles, record_empty, store_page, Gap, StoreReport};
+pub use upbit::{UpbitConfig, UpbitHttp, UpbitSource};
 
 use crate::queue::JobError;
 

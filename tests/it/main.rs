@@ -20,4 +20,5 @@ mod queue_metrics;
 mod queue_processes;
 mod schedules;
 mod support;
+mod upbit;
 mod workflows;
