@@ -21,4 +21,5 @@ mod queue_processes;
 mod schedules;
 mod support;
 mod upbit;
+mod upbit_live;
 mod workflows;
