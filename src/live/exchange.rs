@@ -79,23 +79,35 @@ impl UpbitClient {
         Ok(format!("Bearer {token}"))
     }
 
-    /// `POST /v1/orders` with `params` (alphabetical) as the JSON body.
-    pub async fn place_order(&self, params: &[(&str, String)]) -> Result<ExchangeOrder, LiveError> {
-        let url = self.http.url("/v1/orders");
+    /// A signed request: `POST` sends `params` as the JSON body, `GET` as the query.
+    async fn signed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> Result<String, MarketError> {
+        let url = self.http.url(path);
         let body: serde_json::Map<String, serde_json::Value> = params
             .iter()
             .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
             .collect();
-        let text = self
-            .http
+        self.http
             .send(|| {
-                Ok(self
-                    .http
-                    .client()
-                    .post(&url)
-                    .header("authorization", self.authorization(params)?)
-                    .json(&body))
+                let b = self.http.client().request(method.clone(), &url);
+                let b = if method == reqwest::Method::POST {
+                    b.json(&body)
+                } else {
+                    b.query(params)
+                };
+                Ok(b.header("authorization", self.authorization(params)?))
             })
+            .await
+    }
+
+    /// `POST /v1/orders` with `params` (alphabetical) as the JSON body.
+    pub async fn place_order(&self, params: &[(&str, String)]) -> Result<ExchangeOrder, LiveError> {
+        let text = self
+            .signed(reqwest::Method::POST, "/v1/orders", params)
             .await?;
         parse_order(&text)
     }
@@ -105,38 +117,26 @@ impl UpbitClient {
         &self,
         identifier: &str,
     ) -> Result<Option<ExchangeOrder>, LiveError> {
-        let url = self.http.url("/v1/order");
         let params = [("identifier", identifier.to_string())];
-        let sent = self
-            .http
-            .send(|| {
-                Ok(self
-                    .http
-                    .client()
-                    .get(&url)
-                    .query(&params)
-                    .header("authorization", self.authorization(&params)?))
-            })
-            .await;
-        match sent {
+        match self
+            .signed(reqwest::Method::GET, "/v1/order", &params)
+            .await
+        {
             Ok(text) => parse_order(&text).map(Some),
-            Err(MarketError::Http { status: 404, .. }) => Ok(None),
+            // Only Upbit's own "no such order": a 404 for a wrong path must not read as
+            // "never placed", or the caller would place it again.
+            Err(MarketError::Http {
+                status: 404,
+                detail,
+            }) if detail.starts_with("order_not_found") => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
     /// `GET /v1/accounts`: every balance of the account.
     pub async fn accounts(&self) -> Result<Vec<Balance>, LiveError> {
-        let url = self.http.url("/v1/accounts");
         let text = self
-            .http
-            .send(|| {
-                Ok(self
-                    .http
-                    .client()
-                    .get(&url)
-                    .header("authorization", self.authorization(&[])?))
-            })
+            .signed(reqwest::Method::GET, "/v1/accounts", &[])
             .await?;
         parse_accounts(&text)
     }

@@ -53,6 +53,11 @@ const MARK_DUST: &str =
 const HOLDINGS: &str = "SELECT market, quantity FROM positions WHERE account_id = $1";
 
 /// Executes `req` on Upbit and books the fill into the ledger in the caller's transaction.
+///
+/// Everything is written on `conn`: the exchange order and its partial fills as they are
+/// polled, the booking, and the dust mark. So on [`LiveError::Dust`] the caller should
+/// commit (complete the job with the alert) rather than fail, or the mark rolls back; on
+/// [`LiveError::StillOpen`] a rollback is harmless: the retry finds the order by identifier.
 pub async fn execute_live(
     client: &UpbitClient,
     conn: &mut PgConnection,
@@ -265,7 +270,9 @@ async fn record(
     Ok(())
 }
 
-/// Books a final order into the ledger at its average fill price (Σ funds / Σ volume).
+/// Books a final order into the ledger at its average fill price (Σ funds / Σ volume, to 8
+/// decimals). The fee booked is the ledger's configured rate (0.05 %, Upbit's KRW-market
+/// fee); the exchange's `paid_fee` stays in `live_orders`, where reconciliation can see it.
 async fn book(
     conn: &mut PgConnection,
     client: &UpbitClient,
@@ -282,7 +289,9 @@ async fn book(
             state: o.state.clone(),
         });
     }
-    let avg = Price::new(funds / volume).map_err(paper::PaperError::from)?;
+    // Rounded to 8 decimals so quantity × price is exact and the paper sizing divides it
+    // back to the executed quantity to the last digit (a 28-digit quotient would not).
+    let avg = Price::new((funds / volume).round_dp(8)).map_err(paper::PaperError::from)?;
     let qty = Qty::new(o.executed_volume).map_err(paper::PaperError::from)?;
     let at_fill = OrderRequest {
         fill_price: avg,

@@ -10,6 +10,7 @@ mod cli_input;
 mod config_cli;
 mod dashboard;
 mod fuzz_defs;
+mod http_mock;
 mod kustomize;
 mod market;
 mod ops_manifests;

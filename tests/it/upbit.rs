@@ -3,13 +3,10 @@
 //! malformed candle in a page; and the `backfill` job end to end on the test database.
 
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::Response;
+use axum::http::Method;
 use chrono::{DateTime, Duration, Utc};
 use coinpilot::domain::candle::{Candle, Interval, Market};
 use coinpilot::market::replay::ReplaySource;
@@ -21,115 +18,8 @@ use coinpilot::queue::runtime::WorkerEvent;
 use coinpilot::queue::{enqueue, HandlerRegistry, Worker, WorkerConfig};
 use rust_decimal::Decimal;
 
+use crate::http_mock::{Mock, Reply, Seen};
 use crate::support::*;
-
-/// A request as the mock server saw it.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub method: Method,
-    pub path: String,
-    pub query: String,
-    pub headers: HeaderMap,
-    pub body: String,
-    pub at: std::time::Instant,
-}
-
-impl Seen {
-    pub fn param(&self, name: &str) -> Option<String> {
-        form_urlencoded::parse(self.query.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    }
-}
-
-/// What the mock answers: status, headers, body.
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: String,
-}
-
-impl Reply {
-    pub fn ok(body: impl Into<String>) -> Reply {
-        Reply {
-            status: 200,
-            headers: vec![],
-            body: body.into(),
-        }
-    }
-    pub fn status(status: u16, body: impl Into<String>) -> Reply {
-        Reply {
-            status,
-            headers: vec![],
-            body: body.into(),
-        }
-    }
-    pub fn header(mut self, k: &'static str, v: impl Into<String>) -> Reply {
-        self.headers.push((k, v.into()));
-        self
-    }
-}
-
-type Responder = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
-
-/// A local server on 127.0.0.1:0 answering every request with `respond(request, index)`.
-pub struct Mock {
-    pub base: String,
-    pub seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Mock {
-    pub async fn start(respond: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Mock {
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let respond: Arc<Responder> = Arc::new(respond);
-        let log = seen.clone();
-        let app = axum::Router::new().fallback(move |req: Request| {
-            let log = log.clone();
-            let respond = respond.clone();
-            async move {
-                let (parts, body) = req.into_parts();
-                let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-                let s = Seen {
-                    method: parts.method,
-                    path: parts.uri.path().to_string(),
-                    query: parts.uri.query().unwrap_or("").to_string(),
-                    headers: parts.headers,
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                    at: std::time::Instant::now(),
-                };
-                let index = {
-                    let mut l = log.lock().unwrap();
-                    l.push(s.clone());
-                    l.len() - 1
-                };
-                let r = respond(&s, index);
-                let mut b = Response::builder().status(StatusCode::from_u16(r.status).unwrap());
-                b = b.header("content-type", "application/json");
-                for (k, v) in r.headers {
-                    b = b.header(k, v);
-                }
-                b.body(Body::from(r.body)).unwrap()
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Mock { base, seen, task }
-    }
-
-    pub fn requests(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2025-09-01T00:00:00Z")
@@ -223,6 +113,57 @@ async fn upbit_pages_newest_first_back_to_from_and_returns_ascending() {
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string()
     );
+}
+
+/// The recorded pages (tests/data/upbit), 240 real candles, served by `to` as Upbit does.
+fn recorded_candles() -> Vec<serde_json::Value> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/upbit");
+    let mut all = Vec::new();
+    for f in ["candles_1m_page2.json", "candles_1m_page1.json"] {
+        let text = std::fs::read_to_string(format!("{dir}/{f}")).unwrap();
+        let page: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        all.extend(page); // newest first: page 2 holds the later minutes
+    }
+    all
+}
+
+#[tokio::test]
+async fn recorded_upbit_pages_come_back_whole_and_exact() {
+    let all = recorded_candles();
+    let served = all.clone();
+    let mock = Mock::start(move |s, _| {
+        let to = s.param("to").unwrap();
+        let to = to.trim_end_matches('Z');
+        let page: Vec<_> = served
+            .iter()
+            .filter(|c| c["candle_date_time_utc"].as_str().unwrap() < to)
+            .take(200)
+            .cloned()
+            .collect();
+        Reply::ok(serde_json::Value::Array(page).to_string())
+    })
+    .await;
+    let src = UpbitSource::new(fast(&mock.base)).unwrap();
+    let from = DateTime::parse_from_rfc3339("2020-02-20T08:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let to = from + Duration::minutes(240);
+    let got = src
+        .candles(&btc(), Interval::M1, from, to, to)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), all.len());
+    assert_eq!(mock.requests().len(), 2);
+    // The oldest recorded candle, digit for digit as the exchange sent it.
+    let oldest = all.last().unwrap();
+    assert_eq!(got[0].open_time, from);
+    assert_eq!(got[0].open.to_string(), oldest["opening_price"].to_string());
+    assert_eq!(
+        got[0].volume.to_string(),
+        oldest["candle_acc_trade_volume"].to_string()
+    );
+    let (kept, rejected) = coinpilot::domain::candle::screen_page(got, Interval::M1);
+    assert_eq!((kept.len(), rejected.len()), (240, 0));
 }
 
 #[tokio::test]
@@ -603,32 +544,13 @@ async fn backfill_cli_from_upbit_reports_rejected_candles_and_empty_minutes() {
 #[tokio::test]
 async fn backfill_cli_refuses_a_bad_range_naming_the_flag() {
     let db = TestDb::new().await;
-    let out = run_cli(
-        &db,
-        &[],
-        &[
-            "--market",
-            "KRW-BTC",
-            "--from",
-            "2025-09-02",
-            "--to",
-            "2025-09-01",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--from"));
-    let out = run_cli(
-        &db,
-        &[],
-        &[
-            "--market",
-            "KRW-BTC",
-            "--from",
-            "yesterday",
-            "--to",
-            "2025-09-01",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--from `yesterday`"));
+    for (from, expected) in [
+        ("2025-09-02", "--from"),
+        ("yesterday", "--from `yesterday`"),
+    ] {
+        let args = ["--market", "KRW-BTC", "--from", from, "--to", "2025-09-01"];
+        let out = run_cli(&db, &[], &args);
+        assert_eq!(out.status.code(), Some(2), "bad input exits 2");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(expected));
+    }
 }

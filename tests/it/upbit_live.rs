@@ -17,8 +17,8 @@ use coinpilot::paper::{self, AccountId, BuyAmount, OrderRequest, PaperConfig, Si
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use crate::http_mock::{Mock, Reply, Seen};
 use crate::support::*;
-use crate::upbit::{Mock, Reply, Seen};
 
 const SECRET: &str = "test-secret-key";
 const ACCESS: &str = "test-access-key";
@@ -216,7 +216,7 @@ async fn a_live_buy_is_signed_polled_through_partial_fills_and_booked_once() {
     assert!(!done.replayed);
     assert_eq!(fill.quantity.value(), d("0.0233"));
     // Average of the two trades: Σ funds / Σ volume.
-    let avg = (d("42800") + d("57057")) / d("0.0233");
+    let avg = ((d("42800") + d("57057")) / d("0.0233")).round_dp(8);
     assert_eq!(fill.price.value(), avg);
     assert_eq!(
         db.count("SELECT count(*) FROM live_fills").await,
@@ -347,22 +347,25 @@ async fn a_stale_buy_is_recorded_expired_and_never_sent() {
     );
 }
 
-#[tokio::test]
-async fn a_live_sell_under_the_minimum_marks_the_position_dust() {
-    let db = TestDb::new().await;
-    let ex = exchange("ask").await;
-    let acct = account(&db, "1000000").await;
+/// Holds `qty` BTC bought at 4,280,000 (paper), then sells it all live at `reference`.
+async fn sell_all(
+    db: &TestDb,
+    ex: &Exchange,
+    qty: &str,
+    reference: &str,
+) -> Result<paper::Executed, LiveError> {
+    let acct = account(db, "1000000").await;
     let mut c = db.pool.acquire().await.unwrap();
     let entry = request(acct, "entry", "4280000");
-    let qty = BuyAmount::Quantity(Qty::new(d("0.002")).unwrap());
+    let qty = BuyAmount::Quantity(Qty::new(d(qty)).unwrap());
     paper::buy(&mut c, &entry, qty, t0(), &PaperConfig::default())
         .await
         .unwrap();
-    // The price fell: 0.002 × 2,000,000 = 4,000 KRW, under Upbit's 5,000.
-    let exit = request(acct, "exit", "2000000");
+    let exit = request(acct, "exit", reference);
     let now = t0() + Duration::minutes(10);
-    let e = execute_live(
-        &client(&ex.mock.base, 10),
+    let cl = client(&ex.mock.base, 10);
+    execute_live(
+        &cl,
         &mut c,
         &exit,
         Side::Sell,
@@ -370,7 +373,14 @@ async fn a_live_sell_under_the_minimum_marks_the_position_dust() {
         now,
     )
     .await
-    .unwrap_err();
+}
+
+#[tokio::test]
+async fn a_live_sell_under_the_minimum_marks_the_position_dust() {
+    let db = TestDb::new().await;
+    let ex = exchange("ask").await;
+    // The price fell: 0.002 × 2,000,000 = 4,000 KRW, under Upbit's 5,000.
+    let e = sell_all(&db, &ex, "0.002", "2000000").await.unwrap_err();
     assert!(
         matches!(&e, LiveError::Dust { notional, .. } if *notional == d("4000")),
         "{e}"
@@ -387,25 +397,7 @@ async fn a_live_sell_under_the_minimum_marks_the_position_dust() {
 async fn a_live_sell_is_a_market_ask_of_the_position_volume() {
     let db = TestDb::new().await;
     let ex = exchange("ask").await;
-    let acct = account(&db, "1000000").await;
-    let mut c = db.pool.acquire().await.unwrap();
-    let entry = request(acct, "entry", "4280000");
-    let qty = BuyAmount::Quantity(Qty::new(d("0.0233")).unwrap());
-    paper::buy(&mut c, &entry, qty, t0(), &PaperConfig::default())
-        .await
-        .unwrap();
-    let exit = request(acct, "exit", "4280000");
-    let now = t0() + Duration::minutes(10);
-    let done = execute_live(
-        &client(&ex.mock.base, 10),
-        &mut c,
-        &exit,
-        Side::Sell,
-        LiveAmount::WholePosition,
-        now,
-    )
-    .await
-    .unwrap();
+    let done = sell_all(&db, &ex, "0.0233", "4280000").await.unwrap();
     assert_eq!(done.fill().unwrap().quantity.value(), d("0.0233"));
     let reqs = ex.mock.requests();
     let post = reqs.iter().find(|s| s.method == Method::POST).unwrap();
