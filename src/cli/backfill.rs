@@ -2,7 +2,6 @@
 //! configured market source, with a progress line on stderr and a summary on stdout.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Args;
@@ -10,15 +9,9 @@ use clap::Args;
 use super::run::connect_and_migrate;
 use super::{print_json, CliError};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Loaded, MarketSource as SourceKind};
+use crate::config::Loaded;
 use crate::domain::candle::{Interval, Market};
-use crate::market::replay::ReplaySource;
-use crate::market::{
-    backfill_range, BackfillReport, MarketSource, Replay, UpbitConfig, UpbitSource,
-};
-
-/// The shipped 1m sample (data/SOURCES.md), the replay default.
-pub const DEFAULT_CANDLES: &str = "data/upbit_KRW-BTC_1m_2025-09-20_2025-09-23.csv";
+use crate::market::{backfill_range, configured_source, BackfillReport, DEFAULT_CANDLES};
 
 #[derive(Debug, Args)]
 pub struct BackfillArgs {
@@ -61,26 +54,6 @@ fn parse_time(flag: &str, s: &str) -> Result<DateTime<Utc>, CliError> {
         })
 }
 
-/// The source `market.source` names: replay over `candles`, or the Upbit REST API.
-pub fn configured_source(
-    kind: SourceKind,
-    market: &Market,
-    interval: Interval,
-    candles: &std::path::Path,
-    upbit_base_url: &str,
-) -> Result<Arc<dyn MarketSource>, CliError> {
-    let bad = |e: crate::market::MarketError| CliError::BadInput(e.to_string());
-    Ok(match kind {
-        SourceKind::Replay => {
-            let src = ReplaySource::from_file(candles, interval).map_err(bad)?;
-            Arc::new(Replay::new(market.clone(), src))
-        }
-        SourceKind::Upbit => {
-            Arc::new(UpbitSource::new(UpbitConfig::with_base_url(upbit_base_url)).map_err(bad)?)
-        }
-    })
-}
-
 pub async fn run_backfill(args: BackfillArgs, loaded: &Loaded, json: bool) -> Result<(), CliError> {
     let market: Market = args
         .market
@@ -105,7 +78,8 @@ pub async fn run_backfill(args: BackfillArgs, loaded: &Loaded, json: bool) -> Re
         interval,
         &args.candles,
         &args.upbit_base_url,
-    )?;
+    )
+    .map_err(|e| CliError::BadInput(e.to_string()))?;
     let pool = connect_and_migrate(2).await?;
     let mut tx = pool.begin().await?;
     let now = SystemClock.now();

@@ -14,7 +14,7 @@ pub mod upbit;
 pub mod upbit_parse;
 
 pub use backfill::{backfill_job, backfill_range, Backfill, BackfillArgs, BackfillReport};
-pub use source::{MarketSource, Replay};
+pub use source::{configured_source, MarketSource, Replay, DEFAULT_CANDLES};
 pub use store::{find_gaps, load_candles, record_empty, store_page, Gap, StoreReport};
 pub use upbit::{UpbitConfig, UpbitHttp, UpbitSource};
 

@@ -5,6 +5,9 @@
 //! A source only fetches: it neither screens nor stores. Malformed candles come back as
 //! the exchange sent them, so the caller can report them and keep the rest of the page.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
@@ -40,6 +43,32 @@ pub trait MarketSource: Send + Sync + std::fmt::Debug {
         decided_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Price, MarketError>>;
+}
+
+/// The shipped 1m sample (data/SOURCES.md): the replay default, relative to the working
+/// directory.
+pub const DEFAULT_CANDLES: &str = "data/upbit_KRW-BTC_1m_2025-09-20_2025-09-23.csv";
+
+/// The source `market.source` names: replay of `market`'s `interval` candles from the CSV
+/// `candles`, or the Upbit REST API at `upbit_base_url`.
+pub fn configured_source(
+    kind: crate::config::MarketSource,
+    market: &Market,
+    interval: Interval,
+    candles: &Path,
+    upbit_base_url: &str,
+) -> Result<Arc<dyn MarketSource>, MarketError> {
+    use crate::config::MarketSource as Kind;
+    Ok(match kind {
+        Kind::Replay => {
+            let src = ReplaySource::from_file(candles, interval)?;
+            Arc::new(Replay::new(market.clone(), src))
+        }
+        Kind::Upbit => {
+            let cfg = super::upbit::UpbitConfig::with_base_url(upbit_base_url);
+            Arc::new(super::upbit::UpbitSource::new(cfg)?)
+        }
+    })
 }
 
 /// The replay source of one market's candles (usually 1m) as a [`MarketSource`].

@@ -553,4 +553,20 @@ async fn backfill_cli_refuses_a_bad_range_naming_the_flag() {
         assert_eq!(out.status.code(), Some(2), "bad input exits 2");
         assert!(String::from_utf8_lossy(&out.stderr).contains(expected));
     }
+    let args = [
+        "--market",
+        "KRW-BTC",
+        "--from",
+        "2025-09-01",
+        "--to",
+        "2025-09-02",
+    ];
+    let out = run_cli(
+        &db,
+        &[],
+        &[&args[..], &["--candles", "/nonexistent.csv"]].concat(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read /nonexistent.csv"), "{stderr}");
 }
