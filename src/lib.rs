@@ -2,8 +2,10 @@
 //! trading bot. See `docs/ARCHITECTURE.md` for the layers and their invariants; the
 //! dependencies point down only: `queue` ← `workflow` ← `schedule` ← `cli`/`web`.
 
+pub mod ai;
 pub mod backtest;
 pub mod bench;
+pub mod bot;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -13,6 +15,7 @@ pub mod domain;
 pub mod failpoint;
 pub mod live;
 pub mod market;
+pub mod notify;
 pub mod paper;
 pub mod queue;
 pub mod schedule;

@@ -65,6 +65,29 @@ pub struct DashboardArgs {
 pub struct UpArgs {
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub replay: ReplayArgs,
+}
+
+/// The offline demo (`market.source = replay`, the default): the shipped candles replayed
+/// on a clock that runs `--replay-speed` times faster than real time.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// 1-minute candle CSV to replay.
+    #[arg(long, default_value = crate::bot::setup::SAMPLE_MINUTES)]
+    pub replay_candles: std::path::PathBuf,
+    /// Hourly history loaded before the first cycle (the regime needs 200 closed hours).
+    #[arg(long, default_value = crate::bot::setup::SAMPLE_HOURS)]
+    pub replay_hourly: std::path::PathBuf,
+    /// Where the demo clock starts (RFC 3339); a restart resumes after the newest candle.
+    #[arg(long, default_value = crate::bot::setup::DEMO_START)]
+    pub replay_start: chrono::DateTime<chrono::Utc>,
+    /// Demo clock seconds per real second.
+    #[arg(long, default_value_t = 60.0)]
+    pub replay_speed: f64,
+    /// The strategy's thresholds (SPEC B3); the defaults when the file is absent.
+    #[arg(long, default_value = "strategy.toml")]
+    pub strategy: std::path::PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,11 +98,18 @@ pub enum DbCommand {
     Stop,
 }
 
+/// Every job kind, for the commands that validate or enqueue (the bot never runs here).
 pub fn registry() -> HandlerRegistry {
+    registry_for(Arc::new(crate::bot::Bot::inert()))
+}
+
+/// Every job kind, the bot's running with `bot`.
+pub fn registry_for(bot: Arc<crate::bot::Bot>) -> HandlerRegistry {
     let mut r = HandlerRegistry::new();
     register_builtins(&mut r);
     schedule::register_kinds(&mut r);
-    r.register(crate::paper::job::ExecuteOrder::default());
+    crate::bot::register(&mut r, bot);
+    r.register(crate::notify::Notify);
     r
 }
 
@@ -195,7 +225,7 @@ fn shutdown_on_signals() -> CancellationToken {
 }
 
 pub async fn worker(a: WorkerArgs, cfg: &config::Loaded, dirs: &DefDirs) -> Result<(), CliError> {
-    run_worker(a, cfg, dirs, false).await
+    run_worker(a, cfg, dirs, None).await
 }
 
 pub async fn up(a: UpArgs, cfg: &config::Loaded, dirs: &DefDirs) -> Result<(), CliError> {
@@ -203,15 +233,61 @@ pub async fn up(a: UpArgs, cfg: &config::Loaded, dirs: &DefDirs) -> Result<(), C
     if w.listen.is_none() && cfg.config.http.listen.is_none() {
         w.listen = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
     }
-    run_worker(w, cfg, dirs, true).await
+    run_worker(w, cfg, dirs, Some(a.replay)).await
+}
+
+/// The bot and the clock of this process: `up` on the replay source runs the demo clock.
+async fn bot_and_clock(
+    pool: &PgPool,
+    cfg: &config::Loaded,
+    up: Option<&ReplayArgs>,
+) -> Result<(Arc<crate::bot::Bot>, SharedClock), CliError> {
+    use crate::bot::setup;
+    let bad = |e: crate::bot::BotError| CliError::Other(format!("bot: {e}"));
+    let strategy_file = up
+        .map(|r| r.strategy.clone())
+        .unwrap_or_else(|| "strategy.toml".into());
+    let strategy = setup::load_strategy(&strategy_file).map_err(bad)?;
+    let replay = up.filter(|_| cfg.config.market.source == config::MarketSource::Replay);
+    let Some(r) = replay else {
+        let bot = setup::build(cfg, strategy, None).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no market source for the trading kinds in this process");
+            crate::bot::Bot::inert()
+        });
+        return Ok((Arc::new(bot), clock::system()));
+    };
+    let opts = setup::ReplayOptions {
+        minutes: r.replay_candles.clone(),
+        hours: Some(r.replay_hourly.clone()).filter(|p| p.is_file()),
+        start: r.replay_start,
+        speed: r.replay_speed,
+    };
+    let bot = setup::build(cfg, strategy, Some(&opts)).map_err(bad)?;
+    let market = crate::bot::market_of_config(cfg).map_err(bad)?;
+    let start = setup::resume_point(pool, &market, opts.start)
+        .await
+        .map_err(bad)?;
+    let (hours, minutes) = setup::seed_replay(pool, &market, &opts, start)
+        .await
+        .map_err(bad)?;
+    tracing::info!(%start, speed = opts.speed, hours, minutes,
+        "demo: replaying {} on an accelerated clock", opts.minutes.display());
+    println!(
+        "demo: replaying {} from {start} at {}× (reports and notifications go to reports/)",
+        opts.minutes.display(),
+        opts.speed
+    );
+    let clock: SharedClock = Arc::new(clock::AcceleratedClock::new(start, opts.speed));
+    Ok((Arc::new(bot), clock))
 }
 
 async fn run_worker(
     a: WorkerArgs,
     cfg: &config::Loaded,
     dirs: &DefDirs,
-    is_up: bool,
+    up: Option<ReplayArgs>,
 ) -> Result<(), CliError> {
+    let is_up = up.is_some();
     let registry = registry();
     // Bad definition files stop the start with their location, before any connection.
     let defs = dirs.load(&registry)?;
@@ -222,7 +298,8 @@ async fn run_worker(
         .max_connections
         .unwrap_or((config.concurrency as u32 + 6).min(50));
     let pool = connect_and_migrate(pool_size).await?;
-    let clock: SharedClock = clock::system();
+    let (bot, clock) = bot_and_clock(&pool, cfg, up.as_ref()).await?;
+    let registry = registry_for(bot);
     let synced = schedule::store::sync(&pool, &defs.schedules, false, clock.now()).await?;
     tracing::info!(schedules = defs.schedules.len(), added = synced.added.len(),
         workflows = defs.workflows.len(), from = %dirs.describe(), "definitions loaded");
@@ -259,7 +336,8 @@ async fn run_worker(
         .start(shutdown.clone())
     });
     let engine = Arc::new(WorkflowEngine::new(registry.clone()));
-    let worker = Worker::new(pool.clone(), clock, registry, config).with_hook(engine);
+    let hook = Arc::new(crate::bot::alerts::AlertOnDiscard { inner: engine });
+    let worker = Worker::new(pool.clone(), clock, registry, config).with_hook(hook);
     worker.run(shutdown.clone()).await?;
     shutdown.cancel();
     if let Some(s) = scheduler {

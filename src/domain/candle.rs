@@ -14,6 +14,11 @@ use rust_decimal::Decimal;
 pub struct Market(String);
 
 impl Market {
+    /// Upbit's KRW-BTC, the bot's default market.
+    pub fn krw_btc() -> Market {
+        Market("KRW-BTC".to_string())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

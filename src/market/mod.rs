@@ -32,6 +32,10 @@ pub enum MarketError {
         path: String,
         source: std::io::Error,
     },
+    #[error("market data not available: {0}")]
+    NotAvailable(String),
+    #[error("unusable market data: {0}")]
+    Payload(String),
     #[error("gap detection from {from} to {to}: the range is empty or too long")]
     BadRange {
         from: chrono::DateTime<chrono::Utc>,
@@ -49,12 +53,6 @@ pub enum MarketError {
     /// Connection, TLS or timeout failure: nothing was answered.
     #[error("cannot reach the exchange: {0}")]
     Transport(String),
-    /// A response that does not parse, naming the field.
-    #[error("unexpected response from the exchange: {0}")]
-    Payload(String),
-    /// What was asked for does not exist (yet): e.g. no candle has opened since a decision.
-    #[error("not available: {0}")]
-    NotAvailable(String),
 }
 
 impl MarketError {

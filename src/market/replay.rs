@@ -26,6 +26,14 @@ impl ReplaySource {
         Ok(ReplaySource { interval, candles })
     }
 
+    /// A source with no candles (for processes that never collect).
+    pub fn empty(interval: Interval) -> Self {
+        ReplaySource {
+            interval,
+            candles: Vec::new(),
+        }
+    }
+
     pub fn from_file(path: &Path, interval: Interval) -> Result<Self, MarketError> {
         let text = std::fs::read_to_string(path).map_err(|source| MarketError::Io {
             path: path.display().to_string(),

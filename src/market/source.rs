@@ -1,9 +1,6 @@
-//! The market-source trait (SPEC B1): what the collector, the backfill and the executor ask
-//! of a market — closed candles of a range, and the reference price of an order — with the
-//! replay implementation here and the Upbit one in `upbit.rs`.
-//!
-//! A source only fetches: it neither screens nor stores. Malformed candles come back as
-//! the exchange sent them, so the caller can report them and keep the rest of the page.
+//! Where candles and prices come from (SPEC B1): the [`MarketSource`] trait and its replay
+//! implementation. The collector and the executor see only the trait, so the offline demo,
+//! the tests and live trading run the same handlers.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,15 +13,20 @@ use super::MarketError;
 use crate::domain::candle::{Candle, Interval, Market};
 use crate::domain::money::Price;
 
-/// A source of candles and prices for one or more markets.
+/// A price and when it was quoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quote {
+    pub price: Price,
+    pub at: DateTime<Utc>,
+}
+
 pub trait MarketSource: Send + Sync + std::fmt::Debug {
-    /// `"replay"` or `"upbit"`: the label reports and logs show.
+    /// "replay" | "upbit".
     fn name(&self) -> &'static str;
 
     /// Closed candles of `market` with open time in `[from, to)`, ascending, only those
-    /// complete by `now`. The source pages internally (Upbit: count=200, `to`, newest
-    /// first → reversed). Malformed rows are returned as they are; the caller screens
-    /// them with `domain::candle::screen_page` (keeping the rest of the page).
+    /// complete by `now`. Malformed rows are returned as they are: the caller screens them
+    /// (`domain::candle::screen_page`) and keeps the rest of the page.
     fn candles<'a>(
         &'a self,
         market: &'a Market,
@@ -34,15 +36,15 @@ pub trait MarketSource: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Vec<Candle>, MarketError>>;
 
-    /// The reference price for an order decided at `decided_at`, executed at `now`:
-    /// replay = the open of the first candle with open_time >= decided_at that has opened
-    /// by `now` (error NotAvailable if none yet); upbit = GET /v1/ticker trade_price.
+    /// The reference price for an order decided at `decided_at` and executed at `now`: the
+    /// first price after the decision (SPEC B6). Replay: the open of the first candle that
+    /// opened at or after `decided_at`, quoted at its open time.
     fn price_after<'a>(
         &'a self,
         market: &'a Market,
         decided_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<Price, MarketError>>;
+    ) -> BoxFuture<'a, Result<Quote, MarketError>>;
 }
 
 /// The shipped 1m sample (data/SOURCES.md): the replay default, relative to the working
@@ -60,10 +62,10 @@ pub fn configured_source(
 ) -> Result<Arc<dyn MarketSource>, MarketError> {
     use crate::config::MarketSource as Kind;
     Ok(match kind {
-        Kind::Replay => {
-            let src = ReplaySource::from_file(candles, interval)?;
-            Arc::new(Replay::new(market.clone(), src))
-        }
+        Kind::Replay => Arc::new(Replay {
+            market: market.clone(),
+            minutes: ReplaySource::from_file(candles, interval)?,
+        }),
         Kind::Upbit => {
             let cfg = super::upbit::UpbitConfig::with_base_url(upbit_base_url);
             Arc::new(super::upbit::UpbitSource::new(cfg)?)
@@ -71,77 +73,23 @@ pub fn configured_source(
     })
 }
 
-/// The replay source of one market's candles (usually 1m) as a [`MarketSource`].
+/// The replay source of one market's 1-minute candles.
 #[derive(Debug, Clone)]
 pub struct Replay {
-    market: Market,
-    source: ReplaySource,
+    pub market: Market,
+    pub minutes: ReplaySource,
 }
 
 impl Replay {
-    pub fn new(market: Market, source: ReplaySource) -> Self {
-        Replay { market, source }
-    }
-
-    pub fn market(&self) -> &Market {
-        &self.market
-    }
-
-    /// Refuses a market or interval this replay does not hold: asking the BTC file for ETH
-    /// must not silently answer with BTC candles.
-    fn check(&self, market: &Market, interval: Interval) -> Result<(), MarketError> {
-        if market != &self.market {
-            return Err(MarketError::NotAvailable(format!(
-                "the replay source holds {}, not {market}",
+    fn check(&self, market: &Market) -> Result<(), MarketError> {
+        if *market == self.market {
+            Ok(())
+        } else {
+            Err(MarketError::NotAvailable(format!(
+                "the replay source serves {}, not {market}",
                 self.market
-            )));
+            )))
         }
-        if interval != self.source.interval() {
-            return Err(MarketError::NotAvailable(format!(
-                "the replay source holds {} candles, not {interval}",
-                self.source.interval()
-            )));
-        }
-        Ok(())
-    }
-
-    fn candles_now(
-        &self,
-        market: &Market,
-        interval: Interval,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Candle>, MarketError> {
-        self.check(market, interval)?;
-        Ok(self
-            .source
-            .range(from, to)
-            .iter()
-            .take_while(|c| c.close_time(interval) <= now)
-            .cloned()
-            .collect())
-    }
-
-    fn price_now(
-        &self,
-        market: &Market,
-        decided_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Price, MarketError> {
-        self.check(market, self.source.interval())?;
-        let next = self
-            .source
-            .range(decided_at, now + chrono::Duration::nanoseconds(1))
-            .first()
-            .ok_or_else(|| {
-                MarketError::NotAvailable(format!(
-                    "no {market} candle opened between {decided_at} and {now}"
-                ))
-            })?;
-        Price::new(next.open).map_err(|e| {
-            MarketError::Payload(format!("open of the candle at {}: {e}", next.open_time))
-        })
     }
 }
 
@@ -158,8 +106,19 @@ impl MarketSource for Replay {
         to: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Vec<Candle>, MarketError>> {
-        let out = self.candles_now(market, interval, from, to, now);
-        Box::pin(async move { out })
+        Box::pin(async move {
+            self.check(market)?;
+            if interval != self.minutes.interval() {
+                return Err(MarketError::NotAvailable(format!(
+                    "the replay source serves {} candles, not {interval}",
+                    self.minutes.interval()
+                )));
+            }
+            let done = self.minutes.completed_by(now);
+            let lo = done.partition_point(|c| c.open_time < from);
+            let hi = done.partition_point(|c| c.open_time < to);
+            Ok(done.get(lo..hi.max(lo)).unwrap_or(&[]).to_vec())
+        })
     }
 
     fn price_after<'a>(
@@ -167,9 +126,25 @@ impl MarketSource for Replay {
         market: &'a Market,
         decided_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<Price, MarketError>> {
-        let out = self.price_now(market, decided_at, now);
-        Box::pin(async move { out })
+    ) -> BoxFuture<'a, Result<Quote, MarketError>> {
+        Box::pin(async move {
+            self.check(market)?;
+            let next = self
+                .minutes
+                .range(decided_at, now + chrono::Duration::nanoseconds(1))
+                .first()
+                .ok_or_else(|| {
+                    MarketError::NotAvailable(format!(
+                        "no {market} trade between {decided_at} and {now} in the replay"
+                    ))
+                })?;
+            let price = Price::new(next.open)
+                .map_err(|e| MarketError::Payload(format!("replay candle open: {e}")))?;
+            Ok(Quote {
+                price,
+                at: next.open_time,
+            })
+        })
     }
 }
 
@@ -188,8 +163,10 @@ mod tests {
     }
 
     fn replay() -> Replay {
-        let src = ReplaySource::from_text("t.csv", CSV, Interval::M1).unwrap();
-        Replay::new("KRW-BTC".parse().unwrap(), src)
+        Replay {
+            market: "KRW-BTC".parse().unwrap(),
+            minutes: ReplaySource::from_text("t.csv", CSV, Interval::M1).unwrap(),
+        }
     }
 
     fn block<T>(f: BoxFuture<'_, T>) -> T {
@@ -202,7 +179,7 @@ mod tests {
     #[test]
     fn replay_candles_are_the_range_closed_by_now() {
         let r = replay();
-        let m = r.market().clone();
+        let m = r.market.clone();
         let (from, to) = (t("2025-09-01T00:00:00Z"), t("2025-09-01T01:00:00Z"));
         let got = block(r.candles(&m, Interval::M1, from, to, t("2025-09-01T00:02:30Z"))).unwrap();
         assert_eq!(
@@ -217,15 +194,15 @@ mod tests {
     #[test]
     fn replay_price_is_the_next_open_once_it_has_opened() {
         let r = replay();
-        let m = r.market().clone();
+        let m = r.market.clone();
         let decided = t("2025-09-01T00:01:00Z");
-        let p = block(r.price_after(&m, decided, t("2025-09-01T00:01:05Z"))).unwrap();
-        assert_eq!(p.value(), Decimal::from(101));
+        let q = block(r.price_after(&m, decided, t("2025-09-01T00:01:05Z"))).unwrap();
+        assert_eq!((q.price.value(), q.at), (Decimal::from(101), decided));
         let decided = t("2025-09-01T00:01:00.5Z");
         let e = block(r.price_after(&m, decided, t("2025-09-01T00:01:30Z"))).unwrap_err();
         assert!(matches!(e, MarketError::NotAvailable(_)), "{e}");
-        let p = block(r.price_after(&m, decided, t("2025-09-01T00:02:00Z"))).unwrap();
-        assert_eq!(p.value(), Decimal::from(102));
+        let q = block(r.price_after(&m, decided, t("2025-09-01T00:02:00Z"))).unwrap();
+        assert_eq!(q.price.value(), Decimal::from(102));
     }
 
     #[test]
@@ -235,7 +212,7 @@ mod tests {
         let now = t("2025-09-02T00:00:00Z");
         let e = block(r.candles(&eth, Interval::M1, now, now, now)).unwrap_err();
         assert!(e.to_string().contains("KRW-ETH"), "{e}");
-        let m = r.market().clone();
+        let m = r.market.clone();
         let e = block(r.candles(&m, Interval::H1, now, now, now)).unwrap_err();
         assert!(e.to_string().contains("1h"), "{e}");
     }

@@ -19,7 +19,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::source::MarketSource;
+use super::source::{MarketSource, Quote};
 use super::upbit_parse::{parse_candles, parse_error, parse_remaining_req, parse_ticker};
 use super::MarketError;
 use crate::domain::candle::{Candle, Interval, Market};
@@ -256,7 +256,7 @@ impl UpbitSource {
         Ok(out)
     }
 
-    async fn ticker(&self, market: &Market) -> Result<Price, MarketError> {
+    async fn ticker(&self, market: &Market, now: DateTime<Utc>) -> Result<Quote, MarketError> {
         let url = self.http.url("/v1/ticker");
         let body = self
             .http
@@ -268,8 +268,13 @@ impl UpbitSource {
                     .query(&[("markets", market.as_str())]))
             })
             .await?;
-        let price = parse_ticker(&body, market.as_str())?;
-        Price::new(price).map_err(|e| MarketError::Payload(format!("ticker `trade_price`: {e}")))
+        let t = parse_ticker(&body, market.as_str())?;
+        let price = Price::new(t.price)
+            .map_err(|e| MarketError::Payload(format!("ticker `trade_price`: {e}")))?;
+        Ok(Quote {
+            price,
+            at: t.at.unwrap_or(now),
+        })
     }
 }
 
@@ -294,8 +299,8 @@ impl MarketSource for UpbitSource {
         &'a self,
         market: &'a Market,
         _decided_at: DateTime<Utc>,
-        _now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<Price, MarketError>> {
-        Box::pin(self.ticker(market))
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Quote, MarketError>> {
+        Box::pin(self.ticker(market, now))
     }
 }

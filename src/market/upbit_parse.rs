@@ -101,12 +101,21 @@ pub fn parse_candles(body: &str) -> Result<Vec<Candle>, MarketError> {
 #[derive(Deserialize)]
 struct RawTicker<'a> {
     market: Option<String>,
+    trade_timestamp: Option<serde_json::Value>,
     #[serde(borrow)]
     trade_price: Option<&'a RawValue>,
 }
 
-/// The `trade_price` of `market` in a `/v1/ticker` body.
-pub fn parse_ticker(body: &str, market: &str) -> Result<Decimal, MarketError> {
+/// The last trade of a market per `/v1/ticker`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticker {
+    pub price: Decimal,
+    /// `trade_timestamp` (ms since the epoch), when present and valid.
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// The ticker of `market` in a `/v1/ticker` body.
+pub fn parse_ticker(body: &str, market: &str) -> Result<Ticker, MarketError> {
     if let Some(detail) = parse_error(body) {
         return Err(payload(format!(
             "error payload instead of a ticker: {detail}"
@@ -118,7 +127,14 @@ pub fn parse_ticker(body: &str, market: &str) -> Result<Decimal, MarketError> {
         .iter()
         .find(|t| t.market.as_deref() == Some(market))
         .ok_or_else(|| payload(format!("ticker: no entry for {market}")))?;
-    decimal_field(entry.trade_price, "ticker `trade_price`")
+    Ok(Ticker {
+        price: decimal_field(entry.trade_price, "ticker `trade_price`")?,
+        at: entry
+            .trade_timestamp
+            .as_ref()
+            .and_then(serde_json::Value::as_i64)
+            .and_then(DateTime::from_timestamp_millis),
+    })
 }
 
 #[derive(Deserialize)]
@@ -243,10 +259,8 @@ mod tests {
     #[test]
     fn ticker_trade_price_is_exact() {
         let body = r#"[{"market":"KRW-BTC","trade_price":47551000.0,"timestamp":1}]"#;
-        assert_eq!(
-            parse_ticker(body, "KRW-BTC").unwrap().to_string(),
-            "47551000.0"
-        );
+        let t = parse_ticker(body, "KRW-BTC").unwrap();
+        assert_eq!((t.price.to_string(), t.at), ("47551000.0".into(), None));
         assert!(parse_ticker(body, "KRW-ETH").is_err());
         assert!(parse_ticker("[]", "KRW-BTC").is_err());
     }
@@ -275,10 +289,9 @@ mod recorded {
 
     #[test]
     fn a_recorded_ticker_gives_the_string_trade_price() {
-        assert_eq!(
-            parse_ticker(TICKER, "KRW-BTC").unwrap().to_string(),
-            "148601000.00000000"
-        );
+        let t = parse_ticker(TICKER, "KRW-BTC").unwrap();
+        assert_eq!(t.price.to_string(), "148601000.00000000");
+        assert_eq!(t.at.unwrap().timestamp_millis(), 1751606040365);
         assert_ne!(
             parse_ticker(TICKER, "KRW-ETH").unwrap(),
             parse_ticker(TICKER, "KRW-BTC").unwrap()

@@ -74,7 +74,8 @@ pub async fn buy(
     if !insert_order(conn, req, &record, "filled").await? {
         return replay(conn, req, Side::Buy).await;
     }
-    let position = add_to_position(held, &sized, now);
+    let at = req.fill_time.unwrap_or(now);
+    let position = add_to_position(held, &sized, at);
     write_position(conn, req, &position, now).await?;
     set_balance(conn, req.account, balance - sized.cost, now).await?;
     let fill = Fill {
@@ -83,7 +84,7 @@ pub async fn buy(
         price: sized.price,
         quantity: sized.qty,
         fee: sized.fee,
-        filled_at: now,
+        filled_at: at,
     };
     insert_fill(conn, &fill).await?;
     Ok(fresh(Execution::Filled(fill)))
@@ -127,7 +128,8 @@ pub async fn sell(
         return replay(conn, req, Side::Sell).await;
     }
     let (sold, rest) = split_position(&held, qty)?;
-    let trade = close_position(&sold, req.fill_price, now, &cfg.orders);
+    let at = req.fill_time.unwrap_or(now);
+    let trade = close_position(&sold, req.fill_price, at, &cfg.orders);
     match rest {
         Some(rest) => write_position(conn, req, &rest, now).await?,
         None => delete_position(conn, req).await?,
@@ -139,7 +141,7 @@ pub async fn sell(
         price: req.fill_price,
         quantity: qty,
         fee: trade.exit_fee,
-        filled_at: now,
+        filled_at: at,
     };
     insert_fill(conn, &fill).await?;
     insert_trade(conn, req, &trade).await?;

@@ -14,9 +14,11 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
+use sqlx::PgConnection;
+
 use super::{
-    buy, default_balance, open_account, sell, BuyAmount, OrderRequest, PaperConfig, PaperError,
-    Side,
+    buy, default_balance, open_account, sell, BuyAmount, Executed, OrderRequest, PaperConfig,
+    PaperError, Side,
 };
 use crate::domain::candle::Market;
 use crate::domain::money::{Krw, Price, Qty};
@@ -38,6 +40,8 @@ pub struct ExecuteOrderArgs {
     pub notional: Option<Decimal>,
     pub decided_at: DateTime<Utc>,
     pub reason: Option<String>,
+    /// When `price` was quoted; the fill is recorded then (default: at execution).
+    pub price_time: Option<DateTime<Utc>>,
 }
 
 fn default_account() -> String {
@@ -63,30 +67,39 @@ impl Handler for ExecuteOrder {
 
     async fn run(&self, ctx: &mut JobContext, args: ExecuteOrderArgs) -> Result<Outcome, JobError> {
         let now = ctx.now();
-        let cfg = self.config;
         let conn = ctx.tx().await?;
-        let account = open_account(conn, &args.account, default_balance(), now).await?;
-        let (req, side) = request(&args, account, &cfg).map_err(JobError::permanent)?;
-        let done = match side {
-            Side::Buy => {
-                let amount = buy_amount(&args).map_err(JobError::permanent)?;
-                buy(conn, &req, amount, now, &cfg).await
-            }
-            Side::Sell => {
-                let qty = args.quantity.map(Qty::new).transpose();
-                let qty = qty.map_err(|e| JobError::permanent(e.to_string()))?;
-                sell(conn, &req, qty, now, &cfg).await
-            }
-        }
-        .map_err(job_error)?;
+        let done = execute(conn, &args, now, &self.config).await?;
         let output = serde_json::to_value(&done).map_err(|e| JobError::retry(e.to_string()))?;
         Ok(Outcome::output(output))
     }
 }
 
+/// Executes one fully specified order in `conn` (the job's transaction).
+pub async fn execute(
+    conn: &mut PgConnection,
+    args: &ExecuteOrderArgs,
+    now: DateTime<Utc>,
+    cfg: &PaperConfig,
+) -> Result<Executed, JobError> {
+    let account = open_account(conn, &args.account, default_balance(), now).await?;
+    let (req, side) = request(args, account, cfg).map_err(JobError::permanent)?;
+    match side {
+        Side::Buy => {
+            let amount = buy_amount(args).map_err(JobError::permanent)?;
+            buy(conn, &req, amount, now, cfg).await
+        }
+        Side::Sell => {
+            let qty = args.quantity.map(Qty::new).transpose();
+            let qty = qty.map_err(|e| JobError::permanent(e.to_string()))?;
+            sell(conn, &req, qty, now, cfg).await
+        }
+    }
+    .map_err(job_error)
+}
+
 /// A refusal will not change on retry: the job is discarded with the reason. A database
 /// error may be transient and is retried.
-fn job_error(e: PaperError) -> JobError {
+pub fn job_error(e: PaperError) -> JobError {
     match e {
         PaperError::Sql(_) => JobError::from(e),
         other => JobError::permanent(other.to_string()),
@@ -112,6 +125,7 @@ fn request(
         fill_price: fill,
         decided_at: args.decided_at,
         reason: args.reason.clone(),
+        fill_time: args.price_time,
     };
     Ok((req, args.side))
 }

@@ -109,6 +109,10 @@ pub struct OrderRequest {
     pub fill_price: Price,
     pub decided_at: DateTime<Utc>,
     pub reason: Option<String>,
+    /// When the reference price was quoted (replay: the next candle's open time); the fill,
+    /// the position's entry and the trade's exit are recorded at that time. `None`: the
+    /// execution's `now` (a live quote).
+    pub fill_time: Option<DateTime<Utc>>,
 }
 
 /// A row of `fills`.

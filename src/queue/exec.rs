@@ -251,7 +251,9 @@ impl JobRunner {
             return self.refused(job.id);
         };
         let discarded = retry_at.is_none();
-        if let (true, Some(hook), Some(_)) = (discarded, &self.hook, failed.workflow_run_id) {
+        // Every discard reaches the hook (the workflow engine ignores jobs outside a run;
+        // the bot alerts on trading kinds).
+        if let (true, Some(hook)) = (discarded, &self.hook) {
             hook.on_discarded(&mut tx, &failed, now).await?;
         }
         tx.commit().await?;

@@ -84,7 +84,8 @@ impl Heartbeat {
         if leases.is_empty() {
             return;
         }
-        match renew_leases(&self.pool, &leases, now, self.lease).await {
+        let lease = self.clock.scaled(self.lease);
+        match renew_leases(&self.pool, &leases, now, lease).await {
             Ok(kept) => self.apply(&leases, &kept, sent_at),
             Err(e) => tracing::warn!(error = %e, jobs = leases.len(), "lease renewal failed"),
         }

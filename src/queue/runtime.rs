@@ -297,7 +297,8 @@ impl Worker {
                 now,
                 free as i64,
                 &self.config.name,
-                self.config.lease,
+                // The lease expiry is clock time (an accelerated demo clock runs faster).
+                self.clock.scaled(self.config.lease),
             )
             .await;
             let jobs = match claimed {

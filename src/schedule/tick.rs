@@ -96,10 +96,7 @@ impl Scheduler {
             // Due but held by another replica: look again shortly. Rows this worker defers
             // (it lacks their workflow or kind) do not count, or it would poll every 20 ms.
             Some(t) if t <= now && contended => Duration::from_millis(20),
-            Some(t) => (t - now)
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .min(self.max_sleep),
+            Some(t) => self.clock.real(t - now).min(self.max_sleep),
             None => self.max_sleep,
         }
     }

@@ -37,6 +37,9 @@ pub struct StepDef {
     pub args: serde_json::Map<String, Value>,
 }
 
+/// The key of a step's args that holds its parents' outputs.
+pub const PARENTS_KEY: &str = "parents";
+
 impl WorkflowDef {
     pub fn step(&self, id: &str) -> Option<&StepDef> {
         self.steps.iter().find(|s| s.id == id)
@@ -48,11 +51,27 @@ impl WorkflowDef {
         self.steps.iter().filter(move |s| s.after.contains(&id))
     }
 
-    /// The args a step's job gets: the run's args, overridden by the step's own.
-    pub fn step_args(&self, step: &StepDef, run_args: &Value) -> Value {
+    /// The args a step's job gets: the run's args, overridden by the step's own, plus
+    /// `parents` = {parent id: output} for the parents that returned an output (SPEC A3: a
+    /// step's output is visible to its children). A handler that needs what an ancestor
+    /// decided gets it from its parent's output, which carries it forward.
+    pub fn step_args<'a>(
+        &self,
+        step: &StepDef,
+        run_args: &Value,
+        output_of: impl Fn(&str) -> Option<&'a Value>,
+    ) -> Value {
         let mut merged = run_args.as_object().cloned().unwrap_or_default();
         for (k, v) in &step.args {
             merged.insert(k.clone(), v.clone());
+        }
+        let parents: serde_json::Map<String, Value> = step
+            .after
+            .iter()
+            .filter_map(|p| output_of(p).map(|o| (p.clone(), o.clone())))
+            .collect();
+        if !parents.is_empty() {
+            merged.insert(PARENTS_KEY.into(), Value::Object(parents));
         }
         Value::Object(merged)
     }
@@ -337,11 +356,15 @@ args = { ms = 5 }
             d.children("a").map(|s| s.id.as_str()).collect::<Vec<_>>(),
             vec!["b"]
         );
-        let args = d.step_args(
-            &d.steps[1],
-            &serde_json::json!({"ms": 1, "market": "KRW-BTC"}),
-        );
+        let run_args = serde_json::json!({"ms": 1, "market": "KRW-BTC"});
+        let args = d.step_args(&d.steps[1], &run_args, |_| None);
         assert_eq!(args, serde_json::json!({"ms": 5, "market": "KRW-BTC"}));
+        let out = serde_json::json!({"signal": "entry"});
+        let args = d.step_args(&d.steps[1], &run_args, |p| (p == "a").then_some(&out));
+        assert_eq!(
+            args["parents"],
+            serde_json::json!({"a": {"signal": "entry"}})
+        );
     }
 
     fn err(text: &str) -> DefError {

@@ -245,7 +245,13 @@ impl WorkflowEngine {
                 Decision::Enqueue { step, note } => {
                     let previous = steps.get(&step).and_then(|(_, j)| *j);
                     let state = self
-                        .enqueue_step(conn, run, &step, note.as_deref(), previous, now)
+                        .enqueue_step(
+                            conn,
+                            run,
+                            (&step, note.as_deref(), previous),
+                            &statuses,
+                            now,
+                        )
                         .await?;
                     mark(&mut steps, &step, state);
                 }
@@ -262,22 +268,23 @@ impl WorkflowEngine {
         Ok(())
     }
 
-    /// Enqueues a ready step's job. Args the kind refuses fail the step (and so the run)
+    /// Enqueues a ready step's job (`step`, the planner's note, the job it replaces on a
+    /// retry), its args carrying the parents' outputs. Args the kind refuses fail the step (and so the run)
     /// with the reason instead of failing the parent's completion forever.
     async fn enqueue_step(
         &self,
         conn: &mut PgConnection,
         run: &LockedRun,
-        step: &str,
-        note: Option<&str>,
-        previous_job: Option<i64>,
+        (step, note, previous_job): (&str, Option<&str>, Option<i64>),
+        statuses: &HashMap<String, StepStatus>,
         now: DateTime<Utc>,
     ) -> Result<StepState, WorkflowError> {
         let def = run
             .def
             .step(step)
             .ok_or_else(|| WorkflowError::Corrupt(format!("run {}: no step `{step}`", run.id)))?;
-        let args = run.def.step_args(def, &run.args);
+        let output_of = |p: &str| statuses.get(p).and_then(|s| s.output.as_ref());
+        let args = run.def.step_args(def, &run.args, output_of);
         let job = match self.registry.new_job(&def.job, args) {
             Ok(j) => j,
             Err(e @ (QueueError::InvalidInput(_) | QueueError::UnknownKind { .. })) => {

@@ -50,6 +50,7 @@ fn request(account: AccountId, coid: &str, price: &str) -> OrderRequest {
         fill_price: Price::new(d(price)).unwrap(),
         decided_at: t0(),
         reason: Some("test".into()),
+        fill_time: None,
     }
 }
 

@@ -374,10 +374,10 @@ fn replay_with_holes() -> Replay {
         let ms = (t0() + Duration::minutes(m)).timestamp_millis();
         csv.push_str(&format!("{ms},100,101,99,100,1\n"));
     }
-    Replay::new(
-        btc(),
-        ReplaySource::from_text("holes.csv", &csv, Interval::M1).unwrap(),
-    )
+    Replay {
+        market: btc(),
+        minutes: ReplaySource::from_text("holes.csv", &csv, Interval::M1).unwrap(),
+    }
 }
 
 fn candle(minute: i64) -> Candle {

@@ -188,6 +188,7 @@ fn request(account: AccountId, id: &str, reference: &str) -> OrderRequest {
         fill_price: Price::new(d(reference)).unwrap(),
         decided_at: t0(),
         reason: None,
+        fill_time: None,
     }
 }
 

@@ -144,12 +144,18 @@ async fn an_entry_signal_runs_review_then_buy_and_skips_sell() {
         assert_eq!(state_of(&v, step), StepState::Completed, "{step}");
     }
     assert_eq!(state_of(&v, "sell"), StepState::Skipped);
-    // Run args reach every step; a step's own args win.
-    let evaluate = v.steps.iter().find(|s| s.step == "evaluate").unwrap();
+    // Run args reach every step; a step's own args win; a step sees its parents' outputs.
+    let output = |step: &str| {
+        let s = v.steps.iter().find(|s| s.step == step).unwrap();
+        s.output.clone().unwrap()
+    };
+    let evaluate = output("evaluate");
     assert_eq!(
-        evaluate.output,
-        Some(json!({"market": "KRW-BTC", "signal": "entry"}))
+        (&evaluate["market"], &evaluate["signal"]),
+        (&json!("KRW-BTC"), &json!("entry"))
     );
+    assert_eq!(evaluate["parents"], json!({"collect": output("collect")}));
+    assert_eq!(output("buy")["parents"]["review"], output("review"));
     b.worker.shutdown().await;
 }
 
