@@ -101,8 +101,6 @@ async fn order_params(
     client: &UpbitClient,
 ) -> Result<Vec<(&'static str, String)>, LiveError> {
     let minimum = client.orders.orders.min_order_krw;
-    let id = ("identifier", req.client_order_id.clone());
-    let market = ("market", req.market.to_string());
     let buy = |notional: Decimal| {
         // Upbit takes whole KRW for a market buy; rounding down never overspends.
         let notional = notional.round_dp_with_strategy(0, RoundingStrategy::ToZero);
@@ -110,8 +108,8 @@ async fn order_params(
             return Err(LiveError::BelowMinimum { notional, minimum });
         }
         Ok(vec![
-            id.clone(),
-            market.clone(),
+            ("identifier", req.client_order_id.clone()),
+            ("market", req.market.to_string()),
             ("ord_type", "price".to_string()),
             ("price", notional.to_string()),
             ("side", "bid".to_string()),
@@ -120,44 +118,57 @@ async fn order_params(
     match (side, amount) {
         (Side::Buy, LiveAmount::Notional(n)) => buy(n.value()),
         (Side::Buy, LiveAmount::Quantity(q)) => buy((q * req.fill_price).value()),
-        (Side::Sell, LiveAmount::Quantity(_) | LiveAmount::WholePosition) => {
-            let held = paper::position(conn, req.account, &req.market)
-                .await?
-                .ok_or_else(|| paper::PaperError::NoPosition(req.market.to_string()))?;
-            let qty = match amount {
-                LiveAmount::Quantity(q) if q > held.quantity => {
-                    return Err(paper::PaperError::SellExceedsPosition {
-                        market: req.market.to_string(),
-                        requested: q,
-                        held: held.quantity,
-                    }
-                    .into())
-                }
-                LiveAmount::Quantity(q) => q,
-                _ => held.quantity,
-            };
-            let notional = (qty * req.fill_price).value();
-            if notional < minimum {
-                mark_dust(conn, req, now).await?;
-                return Err(LiveError::Dust {
-                    market: req.market.to_string(),
-                    notional,
-                    minimum,
-                });
-            }
-            Ok(vec![
-                id,
-                market,
-                ("ord_type", "market".into()),
-                ("side", "ask".into()),
-                ("volume", qty.value().normalize().to_string()),
-            ])
+        (Side::Sell, LiveAmount::Quantity(q)) => {
+            sell_params(conn, req, Some(q), now, minimum).await
         }
+        (Side::Sell, LiveAmount::WholePosition) => sell_params(conn, req, None, now, minimum).await,
         (side, amount) => Err(LiveError::InvalidRequest(format!(
             "a {} cannot take {amount:?}",
             side.as_str()
         ))),
     }
+}
+
+/// A market sell of `qty` (the whole position when `None`). Under the minimum order the
+/// position is marked dust instead: Upbit would refuse the order.
+async fn sell_params(
+    conn: &mut PgConnection,
+    req: &OrderRequest,
+    qty: Option<Qty>,
+    now: DateTime<Utc>,
+    minimum: Decimal,
+) -> Result<Vec<(&'static str, String)>, LiveError> {
+    let held = paper::position(conn, req.account, &req.market)
+        .await?
+        .ok_or_else(|| paper::PaperError::NoPosition(req.market.to_string()))?;
+    let qty = match qty {
+        Some(q) if q > held.quantity => {
+            return Err(paper::PaperError::SellExceedsPosition {
+                market: req.market.to_string(),
+                requested: q,
+                held: held.quantity,
+            }
+            .into())
+        }
+        Some(q) => q,
+        None => held.quantity,
+    };
+    let notional = (qty * req.fill_price).value();
+    if notional < minimum {
+        mark_dust(conn, req, now).await?;
+        return Err(LiveError::Dust {
+            market: req.market.to_string(),
+            notional,
+            minimum,
+        });
+    }
+    Ok(vec![
+        ("identifier", req.client_order_id.clone()),
+        ("market", req.market.to_string()),
+        ("ord_type", "market".into()),
+        ("side", "ask".into()),
+        ("volume", qty.value().normalize().to_string()),
+    ])
 }
 
 async fn mark_dust(

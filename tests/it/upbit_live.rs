@@ -451,3 +451,29 @@ fn live_trading_refuses_to_start_without_keys() {
     let e = UpbitClient::new(UpbitConfig::default(), "", SECRET).unwrap_err();
     assert!(e.to_string().contains("COINPILOT_UPBIT_ACCESS_KEY"), "{e}");
 }
+
+#[tokio::test]
+async fn a_live_sell_larger_than_the_position_is_refused_before_the_exchange() {
+    let db = TestDb::new().await;
+    let ex = exchange("ask").await;
+    let acct = account(&db, "1000000").await;
+    let mut c = db.pool.acquire().await.unwrap();
+    let entry = request(acct, "entry", "4280000");
+    let qty = BuyAmount::Quantity(Qty::new(d("0.0233")).unwrap());
+    paper::buy(&mut c, &entry, qty, t0(), &PaperConfig::default())
+        .await
+        .unwrap();
+    let exit = request(acct, "exit", "4280000");
+    let too_much = LiveAmount::Quantity(Qty::new(d("1")).unwrap());
+    let cl = client(&ex.mock.base, 10);
+    let e = execute_live(&cl, &mut c, &exit, Side::Sell, too_much, t0())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("exceeds the position"), "{e}");
+    assert!(ex.mock.requests().is_empty());
+    let pos = paper::position(&mut c, acct, &btc())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pos.quantity.value(), d("0.0233"), "unchanged");
+}
