@@ -348,13 +348,11 @@ async fn a_stale_buy_is_recorded_expired_and_never_sent() {
     );
 }
 
-/// Holds `qty` BTC bought at 4,280,000 (paper), then sells it all live at `reference`.
-async fn sell_all(
+/// An account holding `qty` BTC bought at 4,280,000 (through the paper ledger).
+async fn holding(
     db: &TestDb,
-    ex: &Exchange,
     qty: &str,
-    reference: &str,
-) -> Result<paper::Executed, LiveError> {
+) -> (AccountId, sqlx::pool::PoolConnection<sqlx::Postgres>) {
     let acct = account(db, "1000000").await;
     let mut c = db.pool.acquire().await.unwrap();
     let entry = request(acct, "entry", "4280000");
@@ -362,6 +360,17 @@ async fn sell_all(
     paper::buy(&mut c, &entry, qty, t0(), &PaperConfig::default())
         .await
         .unwrap();
+    (acct, c)
+}
+
+/// Holds `qty` BTC, then sells it all live at `reference`.
+async fn sell_all(
+    db: &TestDb,
+    ex: &Exchange,
+    qty: &str,
+    reference: &str,
+) -> Result<paper::Executed, LiveError> {
+    let (acct, mut c) = holding(db, qty).await;
     let exit = request(acct, "exit", reference);
     let now = t0() + Duration::minutes(10);
     let cl = client(&ex.mock.base, 10);
@@ -456,13 +465,7 @@ fn live_trading_refuses_to_start_without_keys() {
 async fn a_live_sell_larger_than_the_position_is_refused_before_the_exchange() {
     let db = TestDb::new().await;
     let ex = exchange("ask").await;
-    let acct = account(&db, "1000000").await;
-    let mut c = db.pool.acquire().await.unwrap();
-    let entry = request(acct, "entry", "4280000");
-    let qty = BuyAmount::Quantity(Qty::new(d("0.0233")).unwrap());
-    paper::buy(&mut c, &entry, qty, t0(), &PaperConfig::default())
-        .await
-        .unwrap();
+    let (acct, mut c) = holding(&db, "0.0233").await;
     let exit = request(acct, "exit", "4280000");
     let too_much = LiveAmount::Quantity(Qty::new(d("1")).unwrap());
     let cl = client(&ex.mock.base, 10);
