@@ -1,28 +1,72 @@
-//! STAND-IN (replaced by the `ai` branch at merge): the AI reviewer interface and the
-//! offline `rules` reviewer, just enough for the bot handlers to build against.
+//! The AI reviewer (SPEC B4) behind one trait, [`Reviewer`]: it turns an entry signal into
+//! a CONFIRM/REJECT decision with a confidence and reasoning, and the hourly market state
+//! into a short note. Three providers: the offline, deterministic [`rules`] reviewer (the
+//! default, labelled as such in every decision it makes), the Anthropic Messages API
+//! ([`anthropic`]) and any OpenAI-compatible chat completions endpoint ([`openai`]).
+//!
+//! This module owns the provider calls and the interpretation of their answers, nothing
+//! else: it does not touch the database, never trades and never retries a failed HTTP call
+//! itself — it classifies the failure ([`AiError`]) and the job queue retries
+//! ([`AiError::into_job_error`]). The one retry it does make is the SPEC's "malformed model
+//! output is retried once": a reply the model got wrong is asked for again, and a second
+//! bad reply becomes a REJECT with the error recorded.
+//!
+//! Options (`[ai]` in the config file, see `config`): `provider` — `rules` (default) |
+//! `anthropic` | `openai`; `model` — [`anthropic::DEFAULT_MODEL`] / [`openai::DEFAULT_MODEL`];
+//! `base_url` — `https://api.anthropic.com` / `https://api.openai.com/v1`. Keys come only
+//! from the environment: `ANTHROPIC_API_KEY` / `OPENAI_API_KEY`, or `COINPILOT_AI_API_KEY`
+//! for either. Calls time out after [`DEFAULT_TIMEOUT`] (SPEC B4: 40 s).
+
+pub mod anthropic;
+mod http;
+pub mod llm;
+pub mod openai;
+mod parse;
+pub mod price;
+mod prompt;
+pub mod rules;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::config::{AiConfig, AiProvider, Secrets};
 use crate::domain::candle::Candle;
-use crate::domain::review::{review_entry, ReviewConfig, Verdict};
+use crate::domain::review::{ReviewConfig, Verdict};
 use crate::domain::strategy::{Regime, Snapshot};
 use crate::queue::handler::JobError;
 
+pub use anthropic::AnthropicReviewer;
+pub use llm::{HttpReviewer, HttpSettings};
+pub use openai::OpenAiReviewer;
+pub use parse::{parse_anthropic_note, parse_anthropic_review, parse_openai_note};
+pub use parse::{parse_openai_review, Reply};
+pub use rules::RulesReviewer;
+
+/// SPEC B4: a provider call that has not answered after this long is abandoned.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// An entry signal to review.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReviewRequest {
     pub market: String,
+    /// The decision time (close of candle t).
     pub decided_at: DateTime<Utc>,
+    /// Candle t's close.
     pub close: Decimal,
     pub snapshot: Snapshot,
     pub regime: Option<Regime>,
     pub regime_distance: Option<f64>,
+    /// The last 24 closed hourly candles, ascending.
     pub hourly: Vec<Candle>,
 }
 
+/// One open position as the market note shows it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PositionSummary {
     pub market: String,
     pub quantity: Decimal,
@@ -31,6 +75,8 @@ pub struct PositionSummary {
     pub last_price: Decimal,
 }
 
+/// The hourly market review's input: regime, the last 24 hourly candles, open positions.
+#[derive(Debug, Clone, PartialEq)]
 pub struct MarketNoteRequest {
     pub market: String,
     pub at: DateTime<Utc>,
@@ -40,21 +86,30 @@ pub struct MarketNoteRequest {
     pub positions: Vec<PositionSummary>,
 }
 
+/// One review, as saved in `ai_decisions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AiDecision {
+    /// "rules" | "anthropic" | "openai".
     pub provider: String,
+    /// The model that answered (the provider's own name for it when it says), "rules-v1".
     pub model: String,
     pub verdict: Verdict,
+    /// 0..=100; a model answer outside the range is malformed.
     pub confidence: u8,
     pub reasoning: String,
+    /// verdict == CONFIRM and confidence ≥ `review.min_confidence` (60).
     pub confirmed: bool,
+    /// Wall time of the whole review, both attempts when the first was malformed.
     pub latency_ms: i64,
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
+    /// From [`price`]; `None` for a model without a known price; 0 for `rules`.
     pub cost_usd: Option<Decimal>,
+    /// Set when the model's output was malformed twice: the decision is then REJECT, 0.
     pub error: Option<String>,
 }
 
+/// The hourly market note. Never a trade.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MarketNote {
     pub provider: String,
@@ -64,95 +119,136 @@ pub struct MarketNote {
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub cost_usd: Option<Decimal>,
+    /// Set when the model's note was unusable twice; `note` then says so.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
+/// Why a provider call failed. Messages never carry the API key.
 #[derive(Debug, thiserror::Error)]
 pub enum AiError {
-    #[error("rate limited")]
-    RateLimited {
-        retry_after: Option<std::time::Duration>,
-    },
-    #[error("overloaded ({status})")]
+    /// HTTP 429: wait `retry_after` (the server's `retry-after`) before the next attempt.
+    #[error("AI provider rate limit (429){}", after_note(retry_after))]
+    RateLimited { retry_after: Option<Duration> },
+    /// HTTP 529 (Anthropic `overloaded_error`) or another 5xx: back off and retry.
+    #[error("AI provider overloaded or failing (HTTP {status})")]
     Overloaded { status: u16 },
-    #[error("{0}")]
+    /// Never retried: spend/credit limit, 401/403, an invalid request.
+    #[error("AI provider refused the request: {0}")]
     Permanent(String),
-    #[error("timed out")]
+    #[error("AI provider did not answer in time")]
     Timeout,
-    #[error("{0}")]
+    #[error("AI provider unreachable: {0}")]
     Transport(String),
-    #[error("{0}")]
+    /// Missing key, bad base_url, unknown provider setting.
+    #[error("AI reviewer configuration: {0}")]
     Config(String),
 }
 
+fn after_note(retry_after: &Option<Duration>) -> String {
+    retry_after.map_or_else(String::new, |d| {
+        format!(", retry after {} s", d.as_secs_f64())
+    })
+}
+
 impl AiError {
+    /// How the job queue treats the failure: 429 waits the server's `retry-after`,
+    /// overload/timeout/transport back off as usual, the rest fail the job for good.
     pub fn into_job_error(self) -> JobError {
+        let message = self.to_string();
         match self {
-            AiError::Permanent(_) | AiError::Config(_) => JobError::permanent(self.to_string()),
-            other => JobError::retry(other.to_string()),
+            AiError::RateLimited {
+                retry_after: Some(after),
+            } => JobError::retry_after(message, after),
+            AiError::RateLimited { retry_after: None }
+            | AiError::Overloaded { .. }
+            | AiError::Timeout
+            | AiError::Transport(_) => JobError::retry(message),
+            AiError::Permanent(_) | AiError::Config(_) => JobError::permanent(message),
         }
     }
 }
 
+/// An AI reviewer. Implementations are cheap to share (`Arc<dyn Reviewer>`).
 pub trait Reviewer: Send + Sync + std::fmt::Debug {
     fn provider(&self) -> &'static str;
     fn model(&self) -> &str;
+    /// Reviews an entry signal. Malformed model output is retried once inside, then
+    /// returned as Ok(REJECT, confidence 0, error = Some(..)).
     fn review<'a>(&'a self, req: &'a ReviewRequest) -> BoxFuture<'a, Result<AiDecision, AiError>>;
+    /// The hourly market review: open positions and regime → a short note. Never trades.
     fn market_note<'a>(
         &'a self,
         req: &'a MarketNoteRequest,
     ) -> BoxFuture<'a, Result<MarketNote, AiError>>;
 }
 
-#[derive(Debug)]
-pub struct Rules(pub ReviewConfig);
+/// The environment variable either HTTP provider falls back to for its key.
+pub const GENERIC_KEY_VAR: &str = "COINPILOT_AI_API_KEY";
 
-impl Reviewer for Rules {
-    fn provider(&self) -> &'static str {
-        "rules"
-    }
-    fn model(&self) -> &str {
-        "rules-v1"
-    }
-    fn review<'a>(&'a self, req: &'a ReviewRequest) -> BoxFuture<'a, Result<AiDecision, AiError>> {
-        Box::pin(async move {
-            let r = review_entry(&req.hourly, &self.0);
-            Ok(AiDecision {
-                provider: "rules".into(),
-                model: "rules-v1".into(),
-                verdict: r.verdict,
-                confidence: r.confidence,
-                reasoning: r.reasoning,
-                confirmed: r.confirmed,
-                latency_ms: 0,
-                input_tokens: None,
-                output_tokens: None,
-                cost_usd: None,
-                error: None,
-            })
-        })
-    }
-    fn market_note<'a>(
-        &'a self,
-        req: &'a MarketNoteRequest,
-    ) -> BoxFuture<'a, Result<MarketNote, AiError>> {
-        Box::pin(async move {
-            Ok(MarketNote {
-                provider: "rules".into(),
-                model: "rules-v1".into(),
-                note: format!("regime {:?}, {} positions", req.regime, req.positions.len()),
-                latency_ms: 0,
-                input_tokens: None,
-                output_tokens: None,
-                cost_usd: None,
-            })
-        })
-    }
-}
-
+/// Builds the configured reviewer. `review` carries `min_confidence` for every provider
+/// and the rule parameters for `rules`.
 pub fn from_config(
-    _cfg: &crate::config::AiConfig,
-    _secrets: &crate::config::Secrets,
+    cfg: &AiConfig,
+    secrets: &Secrets,
     review: ReviewConfig,
 ) -> Result<Arc<dyn Reviewer>, AiError> {
-    Ok(Arc::new(Rules(review)))
+    let key = |var: &str| {
+        secrets
+            .get(var)
+            .or_else(|| secrets.get(GENERIC_KEY_VAR))
+            .map(str::to_string)
+    };
+    let model = |default: &str| cfg.model.clone().unwrap_or_else(|| default.to_string());
+    Ok(match cfg.provider {
+        AiProvider::Rules => Arc::new(RulesReviewer::new(review)),
+        AiProvider::Anthropic => Arc::new(AnthropicReviewer::new(HttpSettings {
+            base_url: cfg
+                .base_url
+                .clone()
+                .unwrap_or_else(|| anthropic::DEFAULT_BASE_URL.into()),
+            api_key: Some(
+                key("ANTHROPIC_API_KEY")
+                    .ok_or_else(|| missing_key("anthropic", "ANTHROPIC_API_KEY"))?,
+            ),
+            model: model(anthropic::DEFAULT_MODEL),
+            timeout: DEFAULT_TIMEOUT,
+            min_confidence: review.min_confidence,
+        })?),
+        AiProvider::Openai => {
+            let base_url = cfg
+                .base_url
+                .clone()
+                .unwrap_or_else(|| openai::DEFAULT_BASE_URL.into());
+            let api_key = key("OPENAI_API_KEY");
+            // A local OpenAI-compatible server (Ollama, llama.cpp) may need no key.
+            if api_key.is_none() && base_url == openai::DEFAULT_BASE_URL {
+                return Err(missing_key("openai", "OPENAI_API_KEY"));
+            }
+            Arc::new(OpenAiReviewer::new(HttpSettings {
+                base_url,
+                api_key,
+                model: model(openai::DEFAULT_MODEL),
+                timeout: DEFAULT_TIMEOUT,
+                min_confidence: review.min_confidence,
+            })?)
+        }
+    })
 }
+
+fn missing_key(provider: &str, var: &str) -> AiError {
+    AiError::Config(format!(
+        "ai.provider `{provider}` needs {var} (or {GENERIC_KEY_VAR}) in the environment"
+    ))
+}
+
+/// What the model said in one reply, once validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelVerdict {
+    pub verdict: Verdict,
+    pub confidence: u8,
+    pub reasoning: String,
+}
+
+#[cfg(test)]
+mod tests;

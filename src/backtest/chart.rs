@@ -3,7 +3,7 @@
 //! must render on a slim image without fontconfig or freetype).
 
 use std::path::Path;
-use std::sync::Once;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Duration, Utc};
 use plotters::prelude::*;
@@ -13,7 +13,13 @@ use crate::domain::indicator_table::to_f64;
 use crate::domain::money::Krw;
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-static REGISTER: Once = Once::new();
+
+/// Registers the embedded font as plotters' `sans-serif`, once per process; false when it
+/// does not load. Every chart of the crate (this one, the daily report) calls it first.
+pub(crate) fn register_embedded_font() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| register_font("sans-serif", FontStyle::Normal, FONT).is_ok())
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot draw {path}: {reason}")]
@@ -28,9 +34,7 @@ pub fn equity_png(path: &Path, equity: &[(DateTime<Utc>, Krw)]) -> Result<(), Ch
         path: path.display().to_string(),
         reason,
     };
-    let mut font_ok = true;
-    REGISTER.call_once(|| font_ok = register_font("sans-serif", FontStyle::Normal, FONT).is_ok());
-    if !font_ok {
+    if !register_embedded_font() {
         return Err(fail("the embedded font does not load".into()));
     }
     let (Some(first), Some(last)) = (equity.first(), equity.last()) else {

@@ -213,7 +213,7 @@ impl AiReview {
             input_tokens: note.input_tokens,
             output_tokens: note.output_tokens,
             cost_usd: note.cost_usd,
-            error: None,
+            error: note.error.clone(),
         };
         let id = save(conn, None, market, &decision, job_id, now, now)
             .await?

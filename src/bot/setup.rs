@@ -45,7 +45,7 @@ impl Bot {
                 market,
                 minutes: empty,
             }),
-            reviewer: Arc::new(crate::ai::Rules(Default::default())),
+            reviewer: Arc::new(crate::ai::RulesReviewer::new(Default::default())),
             paper: crate::paper::PaperConfig::default(),
             account: crate::paper::job::DEFAULT_ACCOUNT.into(),
             starting_balance: crate::paper::default_balance(),

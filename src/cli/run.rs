@@ -100,16 +100,16 @@ pub enum DbCommand {
 
 /// Every job kind, for the commands that validate or enqueue (the bot never runs here).
 pub fn registry() -> HandlerRegistry {
-    registry_for(Arc::new(crate::bot::Bot::inert()))
+    registry_for(Arc::new(crate::bot::Bot::inert()), crate::notify::Notify::files_only())
 }
 
-/// Every job kind, the bot's running with `bot`.
-pub fn registry_for(bot: Arc<crate::bot::Bot>) -> HandlerRegistry {
+/// Every job kind, the bot's running with `bot` and notifications going through `notify`.
+pub fn registry_for(bot: Arc<crate::bot::Bot>, notify: crate::notify::Notify) -> HandlerRegistry {
     let mut r = HandlerRegistry::new();
     register_builtins(&mut r);
     schedule::register_kinds(&mut r);
     crate::bot::register(&mut r, bot);
-    r.register(crate::notify::Notify);
+    r.register(notify);
     r
 }
 
@@ -299,7 +299,10 @@ async fn run_worker(
         .unwrap_or((config.concurrency as u32 + 6).min(50));
     let pool = connect_and_migrate(pool_size).await?;
     let (bot, clock) = bot_and_clock(&pool, cfg, up.as_ref()).await?;
-    let registry = registry_for(bot);
+    let notify = crate::notify::Notify::from_config(&cfg.config, &cfg.secrets)
+        .map_err(|e| CliError::Other(format!("notifications: {e}")))?;
+    tracing::info!(to = %notify.describe(), "notifications");
+    let registry = registry_for(bot, notify);
     let synced = schedule::store::sync(&pool, &defs.schedules, false, clock.now()).await?;
     tracing::info!(schedules = defs.schedules.len(), added = synced.added.len(),
         workflows = defs.workflows.len(), from = %dirs.describe(), "definitions loaded");

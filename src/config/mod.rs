@@ -24,6 +24,10 @@
 //! - `ai.provider` (`rules` | `anthropic` | `openai`), `ai.model`, `ai.base_url` —
 //!   `COINPILOT_AI_PROVIDER`, `COINPILOT_AI_MODEL`, `COINPILOT_AI_BASE_URL` — rules;
 //! - `notify.email_recipients` — `COINPILOT_NOTIFY_EMAIL_RECIPIENTS` — none;
+//! - `notify.email_from` — `COINPILOT_NOTIFY_EMAIL_FROM` — `CoinPilot <coinpilot@localhost>`
+//!   — sender of the daily report e-mail (sent only when `COINPILOT_SMTP_URL` is set);
+//! - `notify.reports_dir` — `COINPILOT_NOTIFY_REPORTS_DIR` — `reports` — where messages
+//!   are written when no Discord webhook is configured;
 //! - `paper.starting_balance_krw` (a decimal string) —
 //!   `COINPILOT_PAPER_STARTING_BALANCE_KRW` — "1000000".
 
@@ -182,6 +186,29 @@ pub struct AiConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     pub email_recipients: Vec<String>,
+    /// Sender of the daily report e-mail; `None`: [`NotifyConfig::DEFAULT_EMAIL_FROM`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_from: Option<String>,
+    /// The file sink's directory; `None`: [`NotifyConfig::DEFAULT_REPORTS_DIR`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reports_dir: Option<PathBuf>,
+}
+
+impl NotifyConfig {
+    pub const DEFAULT_EMAIL_FROM: &'static str = "CoinPilot <coinpilot@localhost>";
+    pub const DEFAULT_REPORTS_DIR: &'static str = "reports";
+
+    pub fn email_from(&self) -> &str {
+        self.email_from
+            .as_deref()
+            .unwrap_or(Self::DEFAULT_EMAIL_FROM)
+    }
+
+    pub fn reports_dir(&self) -> PathBuf {
+        self.reports_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(Self::DEFAULT_REPORTS_DIR))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -357,6 +384,16 @@ impl Config {
         if let Some(v) = env("COINPILOT_NOTIFY_EMAIL_RECIPIENTS") {
             self.notify.email_recipients = split_list(&v);
         }
+        set_some(
+            env,
+            "COINPILOT_NOTIFY_EMAIL_FROM",
+            &mut self.notify.email_from,
+        )?;
+        set_some(
+            env,
+            "COINPILOT_NOTIFY_REPORTS_DIR",
+            &mut self.notify.reports_dir,
+        )?;
         set_parsed(
             env,
             "COINPILOT_PAPER_STARTING_BALANCE_KRW",
@@ -379,7 +416,10 @@ impl Config {
                 ),
             );
         }
-        if self.ai.provider == AiProvider::Anthropic && secrets.get("ANTHROPIC_API_KEY").is_none() {
+        if self.ai.provider == AiProvider::Anthropic
+            && secrets.get("ANTHROPIC_API_KEY").is_none()
+            && secrets.get("COINPILOT_AI_API_KEY").is_none()
+        {
             return invalid(
                 "ai.provider",
                 "`anthropic` needs ANTHROPIC_API_KEY in the environment".into(),
@@ -391,6 +431,14 @@ impl Config {
                 "notify.email_recipients",
                 format!("`{bad}` is not an e-mail address"),
             );
+        }
+        if let Some(from) = &self.notify.email_from {
+            if !from.contains('@') {
+                return invalid(
+                    "notify.email_from",
+                    format!("`{from}` is not an e-mail address"),
+                );
+            }
         }
         if self.paper.starting_balance_krw <= Decimal::ZERO {
             return invalid("paper.starting_balance_krw", "must be positive".into());

@@ -40,7 +40,19 @@ pub const SECRET_VARS: &[(&str, &str)] = &[
         "COINPILOT_DISCORD_WEBHOOK_URL",
         "Discord webhook for notifications",
     ),
+    (
+        "COINPILOT_SMTP_URL",
+        "SMTP URL for the daily report e-mail (smtp://user:pass@host:port, smtps://…); its password is masked",
+    ),
     ("ANTHROPIC_API_KEY", "Anthropic API key for the AI reviewer"),
+    (
+        "OPENAI_API_KEY",
+        "OpenAI(-compatible) API key for the AI reviewer",
+    ),
+    (
+        "COINPILOT_AI_API_KEY",
+        "API key for the AI reviewer, when the provider's own variable is not set",
+    ),
     (
         "COINPILOT_UPBIT_ACCESS_KEY",
         "Upbit API access key (live trading)",
@@ -62,6 +74,8 @@ fn secret_env_for(path: &str) -> Option<&'static str> {
             "COINPILOT_DISCORD_WEBHOOK_URL"
         }
         "ai.api_key" | "ai.anthropic_api_key" => "ANTHROPIC_API_KEY",
+        "ai.openai_api_key" => "OPENAI_API_KEY",
+        "notify.smtp_url" | "smtp.url" => "COINPILOT_SMTP_URL",
         "upbit.access_key" | "market.access_key" => "COINPILOT_UPBIT_ACCESS_KEY",
         "upbit.secret_key" | "market.secret_key" => "COINPILOT_UPBIT_SECRET_KEY",
         _ => "",
@@ -153,6 +167,7 @@ impl Secrets {
                 let shown = match self.values.get(name) {
                     None => "(not set)".to_string(),
                     Some(url) if *name == "DATABASE_URL" => mask_url_password(url),
+                    Some(url) if *name == "COINPILOT_SMTP_URL" => mask_url_password(url),
                     Some(_) => MASK.to_string(),
                 };
                 (*name, shown)
@@ -168,8 +183,10 @@ impl std::fmt::Debug for Secrets {
 }
 
 /// `postgres://user:pw@host/db` → `postgres://user:****@host/db`. A URL that cannot be read
-/// is masked whole: it may still carry a password somewhere.
+/// is masked whole: it may still carry a password somewhere. A `password=` query parameter
+/// (libpq and sqlx read one) is masked too.
 pub fn mask_url_password(url: &str) -> String {
+    let url = &mask_query_password(url);
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return MASK.to_string();
     };
@@ -193,6 +210,22 @@ pub fn mask_url_password(url: &str) -> String {
     }
 }
 
+/// `…?sslmode=require&password=pw` → `…?sslmode=require&password=****`; other parameters
+/// are kept as written.
+fn mask_query_password(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}={MASK}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
+}
+
 /// Whether a URL carries a password.
 pub fn url_has_password(url: &str) -> bool {
     mask_url_password(url) != url
@@ -212,6 +245,20 @@ mod tests {
         assert_eq!(mask_url_password("not a url pw"), MASK);
         assert!(url_has_password("postgres://a:b@h/d"));
         assert!(!url_has_password("postgres://a@h/d?sslmode=require"));
+    }
+
+    #[test]
+    fn a_password_in_the_query_or_a_url_without_scheme_is_masked() {
+        assert_eq!(
+            mask_url_password("postgres://u@h/d?sslmode=disable&password=pw1&x=y"),
+            "postgres://u@h/d?sslmode=disable&password=****&x=y"
+        );
+        assert_eq!(
+            mask_url_password("postgres://u:pw2@h/d?PASSWORD=pw3"),
+            "postgres://u:****@h/d?PASSWORD=****"
+        );
+        assert_eq!(mask_url_password("u:pw4@h/d"), MASK);
+        assert!(url_has_password("postgres://u@h/d?password=pw5"));
     }
 
     #[test]

@@ -213,3 +213,27 @@ fn a_misspelt_override_is_spotted() {
         ["COINPILOT_WORKER_CONCURENCY"]
     );
 }
+
+#[test]
+fn notify_keys_have_defaults_overrides_and_checked_addresses() {
+    let c = load_with(None, &env_of(&[])).unwrap().config;
+    assert_eq!(c.notify.reports_dir(), PathBuf::from("reports"));
+    assert_eq!(c.notify.email_from(), NotifyConfig::DEFAULT_EMAIL_FROM);
+    let env = env_of(&[
+        ("COINPILOT_NOTIFY_REPORTS_DIR", "/var/lib/coinpilot/reports"),
+        ("COINPILOT_NOTIFY_EMAIL_FROM", "bot@example.com"),
+        ("COINPILOT_SMTP_URL", "smtps://u:mailpass@smtp.example.com"),
+    ]);
+    let loaded = load_with(None, &env).unwrap();
+    assert_eq!(
+        loaded.config.notify.reports_dir(),
+        PathBuf::from("/var/lib/coinpilot/reports")
+    );
+    assert_eq!(loaded.config.notify.email_from(), "bot@example.com");
+    let masked = &loaded.secrets.masked()["COINPILOT_SMTP_URL"];
+    assert_eq!(masked, "smtps://u:****@smtp.example.com");
+    let err = load_with(None, &env_of(&[("COINPILOT_NOTIFY_EMAIL_FROM", "nobody")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("notify.email_from"), "{err}");
+}

@@ -150,18 +150,11 @@ pub async fn connect(target: &Target, max: u32) -> Result<PgPool, DbError> {
         })
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+/// `postgres://user:secret@host/db` → `postgres://user:****@host/db`: the one masking rule
+/// of `config::secrets` (a `password=` query parameter is masked too, a URL that cannot be
+/// read is masked whole), so an error never shows what `config check` hides.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
+    crate::config::secrets::mask_url_password(url)
 }
 
 #[cfg(test)]
@@ -199,8 +192,13 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(
             redact_url("postgres://u:pw@h:5432/d"),
-            "postgres://u:***@h:5432/d"
+            "postgres://u:****@h:5432/d"
         );
         assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
+        assert_eq!(redact_url("u:pw@h/d"), "****");
+        assert_eq!(
+            redact_url("postgres://u@h/d?password=pw"),
+            "postgres://u@h/d?password=****"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The fault suite's process chaos: workers killed with SIGKILL and restarted while they
 //! drain; schedules fired by five workers. Bounded in time; the long versions run with
-//! `COINPILOT_CHAOS_KILLS` / `COINPILOT_SCHEDULE_TEST_SECS` raised.
+//! `COINPILOT_CHAOS_KILLS` / `COINPILOT_SCHEDULE_TEST_SECS` raised, or repeated for a
+//! number of minutes by `soak` (`.ci/soak --soak MINUTES`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use crate::support::*;
 
 const LEASE_SECS: i64 = 2;
 
-fn env_or(name: &str, default: usize) -> usize {
+pub fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
@@ -27,9 +28,15 @@ fn env_or(name: &str, default: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_workers_lose_nothing_and_are_rescued_within_the_lease() {
     let _heavy = one_heavy_test_at_a_time();
-    let db = TestDb::new().await;
     let n = env_or("COINPILOT_CHAOS_JOBS", 20_000);
     let kills = env_or("COINPILOT_CHAOS_KILLS", 6);
+    sigkill_drain(n, kills).await;
+}
+
+/// One round of the SIGKILL chaos against a fresh database (the test above; `soak` repeats
+/// it). Returns the rescues checked against the lease bound.
+pub async fn sigkill_drain(n: usize, kills: usize) -> usize {
+    let db = TestDb::new().await;
     let jobs: Vec<NewJob> = (0..n)
         .map(|_| NewJob::new("probe", json!({"ms": 2})))
         .collect();
@@ -100,11 +107,11 @@ async fn sigkilled_workers_lose_nothing_and_are_rescued_within_the_lease() {
         .count("SELECT count(*) FROM (SELECT 1 FROM probe_runs GROUP BY job_id, attempt HAVING count(*) > 1) d")
         .await;
     assert_eq!(twice, 0, "a (job, attempt) ran twice");
-    check_rescue_bound(&db, &killed_at).await;
+    check_rescue_bound(&db, &killed_at).await
 }
 
 /// Every rescue of an attempt a killed worker ran happened within lease + 10 s of the kill.
-async fn check_rescue_bound(db: &TestDb, killed_at: &HashMap<String, DateTime<Utc>>) {
+async fn check_rescue_bound(db: &TestDb, killed_at: &HashMap<String, DateTime<Utc>>) -> usize {
     let rescues: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT p.worker, (e->>'at')::timestamptz
          FROM jobs j, jsonb_array_elements(j.errors) e, probe_runs p
@@ -133,14 +140,21 @@ async fn check_rescue_bound(db: &TestDb, killed_at: &HashMap<String, DateTime<Ut
         "no rescue happened: the kills hit no running job"
     );
     eprintln!("chaos: {checked} rescues after kills, all within lease + 10 s; {lease_lost} leases lost by live workers");
+    checked
 }
 
 /// Five workers and a per-second schedule: exactly one job per fire time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_workers_fire_a_per_second_schedule_once_per_second() {
     let _heavy = one_heavy_test_at_a_time();
-    let db = TestDb::new().await;
     let secs = env_or("COINPILOT_SCHEDULE_TEST_SECS", 30) as u64;
+    five_workers_per_second(secs).await;
+}
+
+/// Five workers run a per-second schedule for `secs` (the test above; `soak` runs it for
+/// the soak's length). Returns the number of fires.
+pub async fn five_workers_per_second(secs: u64) -> usize {
+    let db = TestDb::new().await;
     let dir = std::env::temp_dir().join(format!(
         "cp-chaos-defs-{}-{}",
         std::process::id(),
@@ -185,4 +199,5 @@ async fn five_workers_fire_a_per_second_schedule_once_per_second() {
         .count("SELECT count(*) FROM jobs WHERE enqueued_by = 'schedule:tick'")
         .await;
     assert_eq!(jobs, times.len() as i64, "exactly one job per fire time");
+    times.len()
 }

@@ -3,9 +3,11 @@
 // `support::one_heavy_test_at_a_time` is a std mutex held across a whole test on purpose.
 #![allow(clippy::await_holding_lock)]
 
+mod ai;
 mod backtest_cli;
 mod browser;
 mod chaos;
+mod chaos_paper;
 mod cli_input;
 mod config_cli;
 mod dashboard;
@@ -13,13 +15,17 @@ mod fuzz_defs;
 mod http_mock;
 mod kustomize;
 mod market;
+mod notify;
 mod ops_manifests;
 mod paper;
 mod pg_restart;
+mod props;
 mod queue_basics;
 mod queue_metrics;
 mod queue_processes;
 mod schedules;
+mod secrets_logs;
+mod soak;
 mod support;
 mod upbit;
 mod upbit_live;
