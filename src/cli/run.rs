@@ -100,7 +100,10 @@ pub enum DbCommand {
 
 /// Every job kind, for the commands that validate or enqueue (the bot never runs here).
 pub fn registry() -> HandlerRegistry {
-    registry_for(Arc::new(crate::bot::Bot::inert()), crate::notify::Notify::files_only())
+    registry_for(
+        Arc::new(crate::bot::Bot::inert()),
+        crate::notify::Notify::files_only(),
+    )
 }
 
 /// Every job kind, the bot's running with `bot` and notifications going through `notify`.

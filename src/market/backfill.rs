@@ -80,7 +80,7 @@ pub type Progress<'a> = dyn FnMut(&BackfillReport, DateTime<Utc>) + Send + 'a;
 
 /// Fetches `[from, to)` window by window and stores it on `conn`; slots of a window that
 /// are complete by `now` and that the source returned no candle for are recorded empty.
-#[allow(clippy::too_many_arguments)] // one range of one market, all needed; no natural group
+#[allow(clippy::too_many_arguments)] // the job args, parsed, plus conn, source, clock and progress
 pub async fn backfill_range(
     conn: &mut sqlx::PgConnection,
     source: &dyn MarketSource,
