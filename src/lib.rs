@@ -13,6 +13,7 @@ pub mod db;
 pub mod defs;
 pub mod domain;
 pub mod failpoint;
+pub mod live;
 pub mod market;
 pub mod notify;
 pub mod paper;

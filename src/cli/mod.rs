@@ -3,6 +3,7 @@
 //! 0 ok, 1 failure, 2 bad input (also clap's usage errors), 3 not found or wrong state,
 //! 4 database unreachable.
 
+pub mod backfill;
 pub mod backtest;
 mod config;
 mod jobs;
@@ -93,6 +94,8 @@ pub enum Command {
     /// The paper trading account.
     #[command(subcommand)]
     Paper(paper::PaperCommand),
+    /// Fetch and store a range of candles from the configured market source now.
+    Backfill(backfill::BackfillArgs),
 }
 
 /// Errors as the CLI reports them.
@@ -242,6 +245,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Backtest(args) => backtest::run_backtest(&args, json),
         Command::Indicators(args) => backtest::run_indicators(&args),
         Command::Paper(cmd) => paper::run_paper(cmd, json).await,
+        Command::Backfill(args) => backfill::run_backfill(args, &load()?, json).await,
     }
 }
 

@@ -49,6 +49,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0006_dashboard.sql"),
     ),
     (7, "bot", include_str!("../../migrations/0007_bot.sql")),
+    (8, "live", include_str!("../../migrations/0008_live.sql")),
 ];
 
 pub fn migrator() -> Migrator {

@@ -2,6 +2,9 @@
 //! implementation. The collector and the executor see only the trait, so the offline demo,
 //! the tests and live trading run the same handlers.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
@@ -42,6 +45,32 @@ pub trait MarketSource: Send + Sync + std::fmt::Debug {
         decided_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Quote, MarketError>>;
+}
+
+/// The shipped 1m sample (data/SOURCES.md): the replay default, relative to the working
+/// directory.
+pub const DEFAULT_CANDLES: &str = "data/upbit_KRW-BTC_1m_2025-09-20_2025-09-23.csv";
+
+/// The source `market.source` names: replay of `market`'s `interval` candles from the CSV
+/// `candles`, or the Upbit REST API at `upbit_base_url`.
+pub fn configured_source(
+    kind: crate::config::MarketSource,
+    market: &Market,
+    interval: Interval,
+    candles: &Path,
+    upbit_base_url: &str,
+) -> Result<Arc<dyn MarketSource>, MarketError> {
+    use crate::config::MarketSource as Kind;
+    Ok(match kind {
+        Kind::Replay => Arc::new(Replay {
+            market: market.clone(),
+            minutes: ReplaySource::from_file(candles, interval)?,
+        }),
+        Kind::Upbit => {
+            let cfg = super::upbit::UpbitConfig::with_base_url(upbit_base_url);
+            Arc::new(super::upbit::UpbitSource::new(cfg)?)
+        }
+    })
 }
 
 /// The replay source of one market's 1-minute candles.
@@ -116,5 +145,75 @@ impl MarketSource for Replay {
                 at: next.open_time,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    const CSV: &str = "timestamp,open,high,low,close,volume\n\
+        1756684800000,100,101,99,100,2\n\
+        1756684860000,101,102,100,101,1\n\
+        1756684920000,102,103,101,102,3\n";
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn replay() -> Replay {
+        Replay {
+            market: "KRW-BTC".parse().unwrap(),
+            minutes: ReplaySource::from_text("t.csv", CSV, Interval::M1).unwrap(),
+        }
+    }
+
+    fn block<T>(f: BoxFuture<'_, T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn replay_candles_are_the_range_closed_by_now() {
+        let r = replay();
+        let m = r.market.clone();
+        let (from, to) = (t("2025-09-01T00:00:00Z"), t("2025-09-01T01:00:00Z"));
+        let got = block(r.candles(&m, Interval::M1, from, to, t("2025-09-01T00:02:30Z"))).unwrap();
+        assert_eq!(
+            got.len(),
+            2,
+            "the third minute is still forming at 00:02:30"
+        );
+        let got = block(r.candles(&m, Interval::M1, from, to, t("2025-09-01T00:03:00Z"))).unwrap();
+        assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn replay_price_is_the_next_open_once_it_has_opened() {
+        let r = replay();
+        let m = r.market.clone();
+        let decided = t("2025-09-01T00:01:00Z");
+        let q = block(r.price_after(&m, decided, t("2025-09-01T00:01:05Z"))).unwrap();
+        assert_eq!((q.price.value(), q.at), (Decimal::from(101), decided));
+        let decided = t("2025-09-01T00:01:00.5Z");
+        let e = block(r.price_after(&m, decided, t("2025-09-01T00:01:30Z"))).unwrap_err();
+        assert!(matches!(e, MarketError::NotAvailable(_)), "{e}");
+        let q = block(r.price_after(&m, decided, t("2025-09-01T00:02:00Z"))).unwrap();
+        assert_eq!(q.price.value(), Decimal::from(102));
+    }
+
+    #[test]
+    fn replay_refuses_another_market_or_interval() {
+        let r = replay();
+        let eth: Market = "KRW-ETH".parse().unwrap();
+        let now = t("2025-09-02T00:00:00Z");
+        let e = block(r.candles(&eth, Interval::M1, now, now, now)).unwrap_err();
+        assert!(e.to_string().contains("KRW-ETH"), "{e}");
+        let m = r.market.clone();
+        let e = block(r.candles(&m, Interval::H1, now, now, now)).unwrap_err();
+        assert!(e.to_string().contains("1h"), "{e}");
     }
 }

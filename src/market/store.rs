@@ -28,6 +28,12 @@ const RECORD_EMPTY: &str = "INSERT INTO empty_minutes (market, interval, open_ti
      confirmed_at) SELECT $1, $2, t, $4 FROM UNNEST($3::timestamptz[]) AS t \
      ON CONFLICT DO NOTHING";
 
+/// Un-records empty minutes that a candle arrived for after all (a late trade, or a
+/// confirmation that was wrong): the ledger must never hide a stored candle from readers
+/// of "what is missing". Row locks: the deleted ledger rows, until the caller commits.
+const UNRECORD_EMPTY: &str = "DELETE FROM empty_minutes WHERE market = $1 AND interval = $2 \
+     AND open_time = ANY($3::timestamptz[])";
+
 /// Missing open times in `[from, to)` on the interval's grid, neither stored nor confirmed
 /// empty, merged into ranges (gaps and islands: consecutive missing slots share
 /// `t − n × step`). No locks; reads the primary keys of both tables.
@@ -68,7 +74,8 @@ pub struct Gap {
 
 /// Screens a page with the domain rules and upserts the valid candles; malformed ones are
 /// reported and the rest of the page kept (SPEC B1). Screening also drops duplicate times,
-/// which one `ON CONFLICT DO UPDATE` statement could not take twice.
+/// which one `ON CONFLICT DO UPDATE` statement could not take twice. A stored candle's
+/// minute leaves the empty-minute ledger.
 pub async fn store_page(
     conn: &mut PgConnection,
     market: &Market,
@@ -88,14 +95,20 @@ pub async fn store_page(
     let done = sqlx::query(UPSERT_CANDLES)
         .bind(market.as_str())
         .bind(interval.as_str())
-        .bind(times)
+        .bind(&times)
         .bind(col(|c| c.open))
         .bind(col(|c| c.high))
         .bind(col(|c| c.low))
         .bind(col(|c| c.close))
         .bind(col(|c| c.volume))
         .bind(now)
-        .execute(conn)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(UNRECORD_EMPTY)
+        .bind(market.as_str())
+        .bind(interval.as_str())
+        .bind(&times)
+        .execute(&mut *conn)
         .await?;
     Ok(StoreReport {
         written: done.rows_affected(),
@@ -183,7 +196,7 @@ pub async fn load_candles(
 }
 
 /// The first grid point at or after `t` (the grid is UTC-aligned, as Upbit's).
-fn align_up(t: DateTime<Utc>, step_minutes: i64) -> DateTime<Utc> {
+pub(crate) fn align_up(t: DateTime<Utc>, step_minutes: i64) -> DateTime<Utc> {
     let step = step_minutes * 60;
     let secs = t.timestamp();
     let rem = secs.rem_euclid(step);
