@@ -12,7 +12,7 @@ use sqlx::PgConnection;
 
 use super::{market_of, output, Bot, BotError};
 use crate::domain::candle::{Candle, Interval, Market};
-use crate::market::{record_empty, store_page};
+use crate::market::{backfill_job, find_gaps, record_empty, store_page};
 use crate::notify::{self, AlertNote, Message, Severity};
 use crate::queue::handler::{Handler, JobContext, JobError, KindOptions, Outcome};
 
@@ -119,6 +119,16 @@ impl CollectCandles {
         }
         record_empty(conn, market, Interval::M1, &empty, now).await?;
         let newest = newest(conn, market).await?;
+        if let Some(t) = newest {
+            // Gaps of the last day since the first stored candle (downtime beyond one
+            // fetch) become unique backfill jobs: a gap keeps its key until it is filled.
+            let horizon = t + Duration::minutes(1);
+            let first = oldest_since(conn, market, horizon - Duration::days(1)).await?;
+            for gap in find_gaps(conn, market, Interval::M1, first.unwrap_or(t), horizon).await? {
+                let job = backfill_job(market, Interval::M1, gap);
+                crate::queue::enqueue(&mut *conn, now, &job).await?;
+            }
+        }
         alert_if_stale(conn, market, newest, now, job_id).await?;
         Ok(Collected {
             market: market.to_string(),
@@ -154,6 +164,19 @@ async fn newest(
     const NEWEST: &str = "SELECT max(open_time) FROM candles WHERE market = $1 AND interval = '1m'";
     Ok(sqlx::query_scalar(NEWEST)
         .bind(market.as_str())
+        .fetch_one(conn)
+        .await?)
+}
+
+async fn oldest_since(
+    conn: &mut PgConnection,
+    market: &Market,
+    since: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, BotError> {
+    const OLDEST: &str = "SELECT min(open_time) FROM candles WHERE market = $1 AND interval = '1m' AND open_time >= $2";
+    Ok(sqlx::query_scalar(OLDEST)
+        .bind(market.as_str())
+        .bind(since)
         .fetch_one(conn)
         .await?)
 }

@@ -82,6 +82,9 @@ pub fn register(registry: &mut HandlerRegistry, bot: Arc<Bot>) {
     registry.register(AiReview { bot: bot.clone() });
     registry.register(ExecuteOrder { bot: bot.clone() });
     registry.register(ResetDailyRisk { bot: bot.clone() });
+    registry.register(crate::market::Backfill {
+        source: bot.source.clone(),
+    });
     registry.register(DailyReportJob { bot });
 }
 
@@ -127,7 +130,7 @@ impl BotError {
 fn market_job_error(e: MarketError) -> JobError {
     match e {
         MarketError::NotAvailable(m) => JobError::retry_after(m, std::time::Duration::from_secs(5)),
-        other => JobError::from(other),
+        other => other.into_job_error(),
     }
 }
 
