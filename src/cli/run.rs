@@ -254,7 +254,8 @@ async fn bot_and_clock(
     let replay = up.filter(|_| cfg.config.market.source == config::MarketSource::Replay);
     let Some(r) = replay else {
         let bot = setup::build(cfg, strategy, None).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "no market source for the trading kinds in this process");
+            // `worker` on the replay source: the demo's clock belongs to `up` alone.
+            tracing::info!(reason = %e, "trading kinds run without market data in this process");
             crate::bot::Bot::inert()
         });
         return Ok((Arc::new(bot), clock::system()));

@@ -69,6 +69,8 @@ impl Values {
             "COINPILOT_DISCORD_WEBHOOK_URL" => {
                 format!("http://127.0.0.1:9/api/webhooks/1/hook{}", self.tag)
             }
+            // A usable URL (the notifier is built at start); its password is the secret.
+            "COINPILOT_SMTP_URL" => format!("smtp://cp:smtppw{}@127.0.0.1:9", self.tag),
             other => format!("{}-{}", other.to_ascii_lowercase(), self.tag),
         }
     }
@@ -79,6 +81,7 @@ impl Values {
             .iter()
             .map(|(k, v)| match k.as_str() {
                 "DATABASE_URL" => (k.clone(), self.database_password.clone()),
+                "COINPILOT_SMTP_URL" => (k.clone(), format!("smtppw{}", self.tag)),
                 _ => (k.clone(), v.clone()),
             })
             .collect();
@@ -129,6 +132,7 @@ fn process(db: &TestDb, env: &[(String, String)], dir: &Path) -> Command {
     let mut c = coinpilot(db);
     c.current_dir(dir)
         .env_remove("COINPILOT_CONFIG")
+        .env("COINPILOT_NOTIFY_EMAIL_RECIPIENTS", "ops@example.com")
         .env("RUST_LOG", "debug");
     for (k, v) in env {
         c.env(k, v);
