@@ -10,6 +10,7 @@ mod jobs;
 mod paper;
 mod run;
 mod schedules;
+mod trading;
 mod workflows;
 
 use std::path::{Path, PathBuf};
@@ -96,6 +97,12 @@ pub enum Command {
     Paper(paper::PaperCommand),
     /// Fetch and store a range of candles from the configured market source now.
     Backfill(backfill::BackfillArgs),
+    /// The kill switch: halt, resume, flatten, status.
+    #[command(subcommand)]
+    Trading(trading::TradingCommand),
+    /// Reports on demand.
+    #[command(subcommand)]
+    Report(trading::ReportCommand),
 }
 
 /// Errors as the CLI reports them.
@@ -246,6 +253,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Indicators(args) => backtest::run_indicators(&args),
         Command::Paper(cmd) => paper::run_paper(cmd, json).await,
         Command::Backfill(args) => backfill::run_backfill(args, &load()?, json).await,
+        Command::Trading(cmd) => trading::run_trading(cmd, &load()?, json).await,
+        Command::Report(cmd) => trading::run_report(cmd, &load()?, json).await,
     }
 }
 

@@ -28,6 +28,7 @@ mod schedules;
 mod secrets_logs;
 mod soak;
 mod support;
+mod trading_cli;
 mod upbit;
 mod upbit_live;
 mod workflows;
