@@ -58,3 +58,40 @@ impl CompletionHook for AlertOnDiscard {
         })
     }
 }
+
+/// Live start-up (SPEC B6): compares Upbit's balances with the ledger and raises a critical
+/// alert listing every difference (the process still starts: the operator decides).
+pub async fn reconcile_at_start(
+    pool: &sqlx::PgPool,
+    bot: &super::Bot,
+    client: &crate::live::UpbitClient,
+    now: DateTime<Utc>,
+) -> Result<usize, super::BotError> {
+    let mut tx = pool.begin().await?;
+    let account = bot.account(&mut tx, now).await?;
+    let diffs = crate::live::reconcile(client, &mut tx, account)
+        .await
+        .map_err(|e| super::BotError::Job(e.into_job_error()))?;
+    if !diffs.is_empty() {
+        let detail = diffs
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}: exchange {} vs ledger {}",
+                    d.asset, d.exchange, d.ledger
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::error!(%detail, "live reconciliation found differences");
+        let msg = Message::Alert(AlertNote {
+            severity: Severity::Critical,
+            title: "Upbit balances differ from the ledger".into(),
+            detail,
+            at: now,
+        });
+        notify::enqueue(&mut tx, now, &msg, None).await?;
+    }
+    tx.commit().await?;
+    Ok(diffs.len())
+}

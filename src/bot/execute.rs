@@ -156,8 +156,18 @@ impl ExecuteOrder {
             intent,
             Side::Buy,
         )?;
-        let amount = BuyAmount::Notional(Krw::new(notional));
-        let done = paper::buy(conn, &req, amount, now, &self.bot.paper).await?;
+        let done = match &self.bot.live {
+            Some(client) => {
+                let amount = crate::live::LiveAmount::Notional(Krw::new(notional));
+                crate::live::execute_live(client, conn, &req, Side::Buy, amount, now)
+                    .await
+                    .map_err(|e| BotError::Job(e.into_job_error()))?
+            }
+            None => {
+                let amount = BuyAmount::Notional(Krw::new(notional));
+                paper::buy(conn, &req, amount, now, &self.bot.paper).await?
+            }
+        };
         if done.replayed {
             return Ok(Some(done));
         }
@@ -199,7 +209,34 @@ impl ExecuteOrder {
         let fill_time = quote.map(|q| q.at).unwrap_or(now);
         risk_store::ensure_day(conn, account, fill_time, "fill", now).await?;
         let req = self.request(account, market, id, quote, intent, Side::Sell)?;
-        let done = paper::sell(conn, &req, None, now, &self.bot.paper).await?;
+        let done = match &self.bot.live {
+            Some(client) => {
+                let amount = crate::live::LiveAmount::WholePosition;
+                match crate::live::execute_live(client, conn, &req, Side::Sell, amount, now).await {
+                    Ok(done) => done,
+                    // The position was marked dust in this transaction: keep the mark (the
+                    // job completes) and tell a person (SPEC B6).
+                    Err(e @ crate::live::LiveError::Dust { .. }) => {
+                        let msg = Message::Alert(crate::notify::AlertNote {
+                            severity: crate::notify::Severity::Warning,
+                            title: format!("{market} position is dust"),
+                            detail: e.to_string(),
+                            at: now,
+                        });
+                        notify::enqueue(
+                            conn,
+                            now,
+                            &msg,
+                            Some(format!("dust:{}", req.client_order_id)),
+                        )
+                        .await?;
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(BotError::Job(e.into_job_error())),
+                }
+            }
+            None => paper::sell(conn, &req, None, now, &self.bot.paper).await?,
+        };
         if done.replayed {
             return Ok(Some(done));
         }
@@ -279,7 +316,12 @@ impl ExecuteOrder {
         };
         let balance = paper::balance(conn, account).await?;
         let msg = Message::Fill(FillNote {
-            mode: "paper".into(),
+            mode: if self.bot.live.is_some() {
+                "live"
+            } else {
+                "paper"
+            }
+            .into(),
             market: market.to_string(),
             side: fill.side.as_str().into(),
             price: fill.price.value(),

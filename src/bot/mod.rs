@@ -63,6 +63,8 @@ pub struct Bot {
     pub starting_balance: Krw,
     /// How far back the collector fetches when no candle is stored yet.
     pub initial_lookback: chrono::Duration,
+    /// `--live`: orders go to Upbit (`live::execute_live`), booked in the same ledger.
+    pub live: Option<Arc<crate::live::UpbitClient>>,
 }
 
 impl Bot {

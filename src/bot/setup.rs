@@ -50,6 +50,7 @@ impl Bot {
             account: crate::paper::job::DEFAULT_ACCOUNT.into(),
             starting_balance: crate::paper::default_balance(),
             initial_lookback: Duration::days(1),
+            live: None,
         }
     }
 }
@@ -59,7 +60,22 @@ pub fn build(
     cfg: &config::Loaded,
     strategy: StrategyConfig,
     replay: Option<&ReplayOptions>,
+    live: bool,
 ) -> Result<Bot, BotError> {
+    let live = match (live, cfg.config.market.source) {
+        (false, _) => None,
+        (true, SourceKind::Upbit) => Some(Arc::new(
+            crate::live::UpbitClient::from_secrets(
+                crate::market::UpbitConfig::default(),
+                &cfg.secrets,
+            )
+            .map_err(|e| BotError::Invalid(format!("--live: {e}")))?,
+        )),
+        (true, SourceKind::Replay) => return Err(BotError::Invalid(
+            "--live needs market.source = \"upbit\" (live orders on replayed prices make no sense)"
+                .into(),
+        )),
+    };
     let market = super::market_of(&cfg.config.market.market)?;
     let source: Arc<dyn crate::market::source::MarketSource> =
         match (cfg.config.market.source, replay) {
@@ -91,6 +107,7 @@ pub fn build(
         account: crate::paper::job::DEFAULT_ACCOUNT.into(),
         starting_balance: Krw::new(cfg.config.paper.starting_balance_krw),
         initial_lookback: Duration::days(1),
+        live,
     })
 }
 

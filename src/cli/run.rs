@@ -51,6 +51,10 @@ pub struct WorkerArgs {
     /// processes may run it).
     #[arg(long)]
     pub no_scheduler: bool,
+    /// Place real orders on Upbit (needs `market.source = "upbit"` and the Upbit keys in the
+    /// environment); without it every order fills in the paper executor.
+    #[arg(long)]
+    pub live: bool,
 }
 
 /// `coinpilot dashboard`: the web UI (and /healthz /readyz /metrics), no workers.
@@ -244,6 +248,7 @@ async fn bot_and_clock(
     pool: &PgPool,
     cfg: &config::Loaded,
     up: Option<&ReplayArgs>,
+    live: bool,
 ) -> Result<(Arc<crate::bot::Bot>, SharedClock), CliError> {
     use crate::bot::setup;
     let bad = |e: crate::bot::BotError| CliError::Other(format!("bot: {e}"));
@@ -252,8 +257,12 @@ async fn bot_and_clock(
         .unwrap_or_else(|| "strategy.toml".into());
     let strategy = setup::load_strategy(&strategy_file).map_err(bad)?;
     let replay = up.filter(|_| cfg.config.market.source == config::MarketSource::Replay);
+    if live {
+        let bot = setup::build(cfg, strategy, None, true).map_err(bad)?;
+        return Ok((Arc::new(bot), clock::system()));
+    }
     let Some(r) = replay else {
-        let bot = setup::build(cfg, strategy, None).unwrap_or_else(|e| {
+        let bot = setup::build(cfg, strategy, None, false).unwrap_or_else(|e| {
             // `worker` on the replay source: the demo's clock belongs to `up` alone.
             tracing::info!(reason = %e, "trading kinds run without market data in this process");
             crate::bot::Bot::inert()
@@ -266,7 +275,7 @@ async fn bot_and_clock(
         start: r.replay_start,
         speed: r.replay_speed,
     };
-    let bot = setup::build(cfg, strategy, Some(&opts)).map_err(bad)?;
+    let bot = setup::build(cfg, strategy, Some(&opts), false).map_err(bad)?;
     let market = crate::bot::market_of_config(cfg).map_err(bad)?;
     let start = setup::resume_point(pool, &market, opts.start)
         .await
@@ -302,7 +311,12 @@ async fn run_worker(
         .max_connections
         .unwrap_or((config.concurrency as u32 + 6).min(50));
     let pool = connect_and_migrate(pool_size).await?;
-    let (bot, clock) = bot_and_clock(&pool, cfg, up.as_ref()).await?;
+    let (bot, clock) = bot_and_clock(&pool, cfg, up.as_ref(), a.live).await?;
+    if let Some(client) = &bot.live {
+        crate::bot::alerts::reconcile_at_start(&pool, &bot, client, clock.now())
+            .await
+            .map_err(|e| CliError::Other(format!("live reconciliation: {e}")))?;
+    }
     let notify = crate::notify::Notify::from_config(&cfg.config, &cfg.secrets)
         .map_err(|e| CliError::Other(format!("notifications: {e}")))?;
     tracing::info!(to = %notify.describe(), "notifications");

@@ -134,3 +134,23 @@ async fn report_daily_renders_markdown_and_a_png_for_any_day() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let _ignored = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn live_trading_refuses_to_start_on_replayed_prices_or_without_keys() {
+    let db = TestDb::new().await;
+    let replay = coinpilot(&db).args(["worker", "--live"]).output().unwrap();
+    let err = String::from_utf8_lossy(&replay.stderr);
+    assert!(
+        !replay.status.success() && err.contains("--live needs market.source"),
+        "{err}"
+    );
+    let upbit = coinpilot(&db)
+        .env("COINPILOT_MARKET_SOURCE", "upbit")
+        .env_remove("COINPILOT_UPBIT_ACCESS_KEY")
+        .env_remove("COINPILOT_UPBIT_SECRET_KEY")
+        .args(["worker", "--live"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&upbit.stderr);
+    assert!(!upbit.status.success() && err.contains("--live"), "{err}");
+}
