@@ -157,6 +157,19 @@ impl Bench {
         }
     }
 
+    /// Ticks the scheduler at 5 s past each minute in `minutes` (from the day's start) and
+    /// lets each run finish.
+    async fn replay(&self, minutes: std::ops::RangeInclusive<i64>) {
+        let start = t(&format!("{DAY}T00:00:00Z"));
+        for minute in minutes {
+            self.clock
+                .set(start + Duration::minutes(minute) + Duration::seconds(5));
+            let fired = self.scheduler.tick().await.unwrap().fired;
+            assert_eq!(fired, 1, "one trade-cycle run per minute (minute {minute})");
+            self.settle().await;
+        }
+    }
+
     fn clock_now(&self) -> DateTime<Utc> {
         coinpilot::clock::Clock::now(&self.clock)
     }
@@ -348,6 +361,48 @@ async fn a_decision_that_cannot_be_saved_fails_the_review_job() {
         b.db.count("SELECT count(*) FROM fills").await,
         1,
         "the retried review led to the buy"
+    );
+    b.worker.shutdown().await;
+}
+
+/// The kill switch (SPEC B5): while halted, an entry signal is refused before any review,
+/// with the reason stored; exits are never blocked (none needed here: nothing is held).
+#[tokio::test]
+async fn a_halted_bot_refuses_entries_and_says_why() {
+    let b = setup().await;
+    let mut conn = b.db.pool.acquire().await.unwrap();
+    let now = b.clock_now();
+    let account = coinpilot::paper::open_account(
+        &mut conn,
+        "paper",
+        coinpilot::paper::default_balance(),
+        now,
+    )
+    .await
+    .unwrap();
+    coinpilot::bot::risk_store::set_halted(&mut conn, account, true, Some("test"), now)
+        .await
+        .unwrap();
+    drop(conn);
+    // The first entry of the day is decided at 04:49's close (the backtest fills it at 04:50).
+    b.replay(1..=300).await;
+    assert_eq!(
+        b.db.count("SELECT count(*) FROM fills").await,
+        0,
+        "nothing bought while halted"
+    );
+    assert_eq!(
+        b.db.count("SELECT count(*) FROM ai_decisions WHERE kind = 'entry_review'")
+            .await,
+        0
+    );
+    let refused = b
+        .db
+        .count("SELECT count(*) FROM signals WHERE signal = 'none' AND reason LIKE '%trading is halted%'")
+        .await;
+    assert!(
+        refused >= 1,
+        "the refused entry signal is stored with its reason"
     );
     b.worker.shutdown().await;
 }
