@@ -82,6 +82,8 @@ CREATE TABLE risk_days (
     realized_pnl     numeric     NOT NULL DEFAULT 0,
     entries          integer     NOT NULL DEFAULT 0 CHECK (entries >= 0),
     loss_limit_announced boolean NOT NULL DEFAULT false,
+    -- Set when the day's starting equity was announced (by `reset_daily_risk`).
+    start_announced  boolean     NOT NULL DEFAULT false,
     created_by       text        NOT NULL,
     created_at       timestamptz NOT NULL,
     PRIMARY KEY (account_id, day)

@@ -22,7 +22,15 @@ use crate::paper::AccountId;
 use crate::queue::handler::{Handler, JobContext, JobError, KindOptions, Outcome};
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct ResetArgs {}
+pub struct ResetArgs {
+    /// The market whose last candle values the open positions [KRW-BTC].
+    #[serde(default = "default_market")]
+    pub market: String,
+}
+
+fn default_market() -> String {
+    "KRW-BTC".into()
+}
 
 #[derive(Debug, Clone)]
 pub struct ResetDailyRisk {
@@ -31,7 +39,7 @@ pub struct ResetDailyRisk {
 
 impl Handler for ResetDailyRisk {
     const KIND: &'static str = "reset_daily_risk";
-    type Args = serde_json::Value;
+    type Args = ResetArgs;
 
     fn options(&self) -> KindOptions {
         KindOptions {
@@ -41,17 +49,33 @@ impl Handler for ResetDailyRisk {
         }
     }
 
-    async fn run(
-        &self,
-        ctx: &mut JobContext,
-        _args: serde_json::Value,
-    ) -> Result<Outcome, JobError> {
+    async fn run(&self, ctx: &mut JobContext, args: ResetArgs) -> Result<Outcome, JobError> {
+        self.reset(ctx, args).await.map_err(BotError::into_job)
+    }
+}
+
+/// How long the reset waits for the last candle of the previous day (SPEC B8 values the
+/// day's starting equity at that candle's close; it is collected a few seconds after
+/// midnight). After that it uses the newest close it has.
+const WAIT_FOR_LAST_CANDLE: i64 = 10;
+
+impl ResetDailyRisk {
+    async fn reset(&self, ctx: &mut JobContext, args: ResetArgs) -> Result<Outcome, BotError> {
         let now = ctx.now();
+        let (start, _) = seoul_day_bounds(now);
+        let market = market_of(&args.market)?;
         let conn = ctx.tx().await?;
+        let last = start - Duration::minutes(1);
+        if now < start + Duration::minutes(WAIT_FOR_LAST_CANDLE)
+            && !risk_store::candle_known(conn, &market, last).await?
+        {
+            // The attempt is given back: waiting is not a failure.
+            return Ok(Outcome::Snooze(now + Duration::seconds(10)));
+        }
         let account = self.bot.account(conn, now).await?;
         let created = risk_store::ensure_day(conn, account, now, "reset_daily_risk", now).await?;
         let day = seoul_day(now);
-        if let Some(equity) = created {
+        if let Some(equity) = risk_store::announce_day_start(conn, account, day).await? {
             let msg = Message::Risk(RiskNote {
                 event: RiskEvent::DayStarted {
                     day,
@@ -75,17 +99,8 @@ impl Handler for ResetDailyRisk {
                 at: now,
                 detail: format!("The loss cooldown ended at {until}: entries are allowed again."),
             });
-            notify::enqueue(
-                conn,
-                now,
-                &msg,
-                Some(format!(
-                    "risk:cooldown-end:{}:{}",
-                    account.0,
-                    until.timestamp()
-                )),
-            )
-            .await?;
+            let key = format!("risk:cooldown-end:{}:{}", account.0, until.timestamp());
+            notify::enqueue(conn, now, &msg, Some(key)).await?;
         }
         Ok(Outcome::output(serde_json::json!({
             "day": day, "created": created.is_some(), "cooldown_ended": ended,
@@ -118,6 +133,12 @@ impl Handler for DailyReportJob {
     }
 
     async fn run(&self, ctx: &mut JobContext, args: ReportArgs) -> Result<Outcome, JobError> {
+        self.report(ctx, args).await.map_err(BotError::into_job)
+    }
+}
+
+impl DailyReportJob {
+    async fn report(&self, ctx: &mut JobContext, args: ReportArgs) -> Result<Outcome, BotError> {
         let now = ctx.now();
         let day = args
             .day

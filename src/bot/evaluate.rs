@@ -46,6 +46,9 @@ pub struct Evaluated {
     pub decided_at: Option<DateTime<Utc>>,
     /// An entry's budget (20 % of the balance at the decision).
     pub notional: Option<Decimal>,
+    /// An exit's position (its entry fill time): the sell closes that position or none.
+    #[serde(default)]
+    pub position_entry: Option<DateTime<Utc>>,
     pub regime: Option<String>,
 }
 
@@ -98,6 +101,7 @@ fn none(market: &Market, reason: &str) -> Evaluated {
         candle: None,
         decided_at: None,
         notional: None,
+        position_entry: None,
         regime: None,
     }
 }
@@ -134,6 +138,7 @@ impl EvaluateSignal {
                     decided_at,
                     &cfg.exit,
                 );
+                out.position_entry = Some(pos.entry_filled_at);
                 (out.signal, out.reason) = match exit {
                     Some(r) => ("exit".into(), r.as_str().into()),
                     None => ("none".into(), "holding: no exit rule holds".into()),
@@ -190,9 +195,18 @@ impl EvaluateSignal {
             return Ok(());
         }
         let balance = paper::balance(conn, account).await?;
+        let notional = cfg.orders.notional(balance).value();
+        if notional < cfg.orders.min_order_krw {
+            // SPEC B8: no order below the minimum; no AI call for an entry that cannot fill.
+            out.reason = format!(
+                "entry signal, but 20 % of the balance ({notional} KRW) is below the {} KRW minimum",
+                cfg.orders.min_order_krw
+            );
+            return Ok(());
+        }
         out.signal = "entry".into();
         out.reason = "entry rule holds".into();
-        out.notional = Some(cfg.orders.notional(balance).value());
+        out.notional = Some(notional);
         Ok(())
     }
 }

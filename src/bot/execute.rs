@@ -37,9 +37,10 @@ pub struct BotOrderArgs {
     pub market: String,
     pub side: Side,
     pub parents: Option<Value>,
-    /// A flatten (no parents): why, and when it was decided.
+    /// A flatten (no parents): why, when it was decided, and the position it closes.
     pub reason: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
+    pub position_entry: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +70,11 @@ impl ExecuteOrder {
     async fn go(&self, ctx: &mut JobContext, args: Value) -> Result<Outcome, BotError> {
         let now = ctx.now();
         let done = if args.get("client_order_id").is_some() {
+            if self.bot.live.is_some() {
+                return Err(BotError::Invalid(
+                    "a fully specified paper order cannot run on a --live worker".into(),
+                ));
+            }
             let direct: ExecuteOrderArgs = serde_json::from_value(args)
                 .map_err(|e| JobError::permanent(format!("args: {e}")))?;
             let conn = ctx.tx().await?;
@@ -77,8 +83,10 @@ impl ExecuteOrder {
             let order: BotOrderArgs = serde_json::from_value(args)
                 .map_err(|e| JobError::permanent(format!("args: {e}")))?;
             match self.bot_order(ctx, order, now).await? {
-                Some(done) => done,
-                None => return output(&serde_json::json!({"state": "nothing to do"})),
+                Ok(done) => done,
+                Err(skipped) => {
+                    return output(&serde_json::json!({"state": "skipped", "reason": skipped}))
+                }
             }
         };
         output(&done)
@@ -90,6 +98,9 @@ struct Intent {
     decided_at: DateTime<Utc>,
     notional: Option<Decimal>,
     reason: String,
+    /// A sell closes the position entered then, or nothing (a late retry must not sell a
+    /// newer position no rule decided to exit).
+    position_entry: Option<DateTime<Utc>>,
 }
 
 impl ExecuteOrder {
@@ -98,7 +109,7 @@ impl ExecuteOrder {
         ctx: &mut JobContext,
         args: BotOrderArgs,
         now: DateTime<Utc>,
-    ) -> Result<Option<Executed>, BotError> {
+    ) -> Result<Result<Executed, String>, BotError> {
         let market = market_of(&args.market)?;
         let intent = intent(&args)?;
         // The quote comes first, outside the transaction's locks (a live ticker call).
@@ -132,7 +143,7 @@ impl ExecuteOrder {
         intent: &Intent,
         quote: Option<Quote>,
         now: DateTime<Utc>,
-    ) -> Result<Option<Executed>, BotError> {
+    ) -> Result<Result<Executed, String>, BotError> {
         let notional = intent.notional.ok_or_else(|| {
             BotError::Invalid("args.parents.review.signal.notional: missing".into())
         })?;
@@ -146,7 +157,18 @@ impl ExecuteOrder {
         let risk = risk_store::load(conn, account, decision_day, false).await?;
         if let Err(refusal) = risk.check_entry(intent.decided_at, open, &self.bot.strategy.risk) {
             tracing::info!(%market, %refusal, "buy refused at execution by the risk manager");
-            return Ok(None);
+            let msg = Message::Alert(crate::notify::AlertNote {
+                severity: crate::notify::Severity::Warning,
+                title: format!("{market} buy refused at execution"),
+                detail: format!(
+                    "The risk manager refused the confirmed entry decided at {}: {refusal}.",
+                    intent.decided_at
+                ),
+                at: now,
+            });
+            let key = format!("refused:{}", buy_id(account, market, intent.decided_at));
+            notify::enqueue(conn, now, &msg, Some(key)).await?;
+            return Ok(Err(format!("refused by the risk manager: {refusal}")));
         }
         let req = self.request(
             account,
@@ -169,7 +191,7 @@ impl ExecuteOrder {
             }
         };
         if done.replayed {
-            return Ok(Some(done));
+            return Ok(Ok(done));
         }
         match &done.execution {
             Execution::Filled(fill) => {
@@ -188,7 +210,7 @@ impl ExecuteOrder {
                     .await?;
             }
         }
-        Ok(Some(done))
+        Ok(Ok(done))
     }
 
     async fn sell(
@@ -199,56 +221,86 @@ impl ExecuteOrder {
         intent: &Intent,
         quote: Option<Quote>,
         now: DateTime<Utc>,
-    ) -> Result<Option<Executed>, BotError> {
+    ) -> Result<Result<Executed, String>, BotError> {
         lock_account(conn, account).await?;
         let Some(pos) = paper::position(conn, account, market).await? else {
             tracing::info!(%market, "exit decided but no position is open: nothing to sell");
-            return Ok(None);
+            return Ok(Err("no open position".into()));
         };
+        if intent
+            .position_entry
+            .is_some_and(|e| e != pos.entry_filled_at)
+        {
+            tracing::info!(%market, "the position this exit was decided for is closed already");
+            return Ok(Err(
+                "the position this exit was decided for is closed already".into(),
+            ));
+        }
         let id = exit_client_order_id(account, market, pos.entry_filled_at);
         let fill_time = quote.map(|q| q.at).unwrap_or(now);
         risk_store::ensure_day(conn, account, fill_time, "fill", now).await?;
         let req = self.request(account, market, id, quote, intent, Side::Sell)?;
         let done = match &self.bot.live {
-            Some(client) => {
-                let amount = crate::live::LiveAmount::WholePosition;
-                match crate::live::execute_live(client, conn, &req, Side::Sell, amount, now).await {
-                    Ok(done) => done,
-                    // The position was marked dust in this transaction: keep the mark (the
-                    // job completes) and tell a person (SPEC B6).
-                    Err(e @ crate::live::LiveError::Dust { .. }) => {
-                        let msg = Message::Alert(crate::notify::AlertNote {
-                            severity: crate::notify::Severity::Warning,
-                            title: format!("{market} position is dust"),
-                            detail: e.to_string(),
-                            at: now,
-                        });
-                        notify::enqueue(
-                            conn,
-                            now,
-                            &msg,
-                            Some(format!("dust:{}", req.client_order_id)),
-                        )
-                        .await?;
-                        return Ok(None);
-                    }
-                    Err(e) => return Err(BotError::Job(e.into_job_error())),
-                }
-            }
+            Some(client) => match self.live_sell(client, conn, market, &req, now).await? {
+                Ok(done) => done,
+                Err(skipped) => return Ok(Err(skipped)),
+            },
             None => paper::sell(conn, &req, None, now, &self.bot.paper).await?,
         };
         if done.replayed {
-            return Ok(Some(done));
+            return Ok(Ok(done));
         }
         let Some(fill) = done.fill() else {
-            return Ok(Some(done));
+            return Ok(Ok(done));
         };
         let pnl = trade_pnl(conn, &fill.client_order_id).await?;
-        let cfg = &self.bot.strategy.risk;
-        let effects =
-            risk_store::record_trade(conn, account, pnl, fill.filled_at, cfg, now).await?;
         self.notify_fill(conn, account, market, &done, Some(pnl), now)
             .await?;
+        self.trade_closed(conn, account, pnl, fill.filled_at, now)
+            .await?;
+        Ok(Ok(done))
+    }
+
+    /// A live sell of the whole position. A position under Upbit's minimum was marked dust
+    /// in this transaction: the mark is kept (the job completes) and a person is told.
+    async fn live_sell(
+        &self,
+        client: &crate::live::UpbitClient,
+        conn: &mut PgConnection,
+        market: &Market,
+        req: &OrderRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Executed, String>, BotError> {
+        let amount = crate::live::LiveAmount::WholePosition;
+        match crate::live::execute_live(client, conn, req, Side::Sell, amount, now).await {
+            Ok(done) => Ok(Ok(done)),
+            Err(e @ crate::live::LiveError::Dust { .. }) => {
+                let msg = Message::Alert(crate::notify::AlertNote {
+                    severity: crate::notify::Severity::Warning,
+                    title: format!("{market} position is dust"),
+                    detail: e.to_string(),
+                    at: now,
+                });
+                let key = format!("dust:{}", req.client_order_id);
+                notify::enqueue(conn, now, &msg, Some(key)).await?;
+                Ok(Err(format!("dust: {e}")))
+            }
+            Err(e) => Err(BotError::Job(e.into_job_error())),
+        }
+    }
+
+    /// A trade's PnL reaches the risk manager (on the exit fill's day); a cooldown it starts
+    /// and a daily loss limit it reaches are announced once.
+    async fn trade_closed(
+        &self,
+        conn: &mut PgConnection,
+        account: AccountId,
+        pnl: Krw,
+        exit_time: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), BotError> {
+        let cfg = &self.bot.strategy.risk;
+        let effects = risk_store::record_trade(conn, account, pnl, exit_time, cfg, now).await?;
         if let Some(until) = effects.cooldown_started {
             let msg = Message::Risk(RiskNote {
                 event: RiskEvent::CooldownStarted { until },
@@ -258,18 +310,13 @@ impl ExecuteOrder {
                     cfg.max_consecutive_losses
                 ),
             });
-            notify::enqueue(
-                conn,
-                now,
-                &msg,
-                Some(format!("risk:cooldown:{}:{}", account.0, until.timestamp())),
-            )
-            .await?;
+            let key = format!("risk:cooldown:{}:{}", account.0, until.timestamp());
+            notify::enqueue(conn, now, &msg, Some(key)).await?;
         }
         if let Some((pnl, limit)) = effects.loss_limit {
-            announce_loss_limit(conn, account, seoul_day(fill.filled_at), pnl, limit, now).await?;
+            announce_loss_limit(conn, account, seoul_day(exit_time), pnl, limit, now).await?;
         }
-        Ok(Some(done))
+        Ok(())
     }
 
     fn request(
@@ -359,6 +406,7 @@ fn intent(args: &BotOrderArgs) -> Result<Intent, BotError> {
             decided_at,
             notional: None,
             reason,
+            position_entry: args.position_entry,
         });
     }
     let signal: Evaluated = match args.side {
@@ -380,6 +428,7 @@ fn intent(args: &BotOrderArgs) -> Result<Intent, BotError> {
         decided_at,
         notional: signal.notional,
         reason: signal.reason,
+        position_entry: signal.position_entry,
     })
 }
 

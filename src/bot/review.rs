@@ -97,8 +97,7 @@ impl AiReview {
                 output(&self.entry(ctx, &market, signal, now, job_id).await?)
             }
             Mode::MarketReview => {
-                let conn = ctx.tx().await?;
-                let id = self.market_review(conn, &market, now, job_id).await?;
+                let id = self.market_review(ctx, &market, now, job_id).await?;
                 output(&serde_json::json!({ "note_id": id }))
             }
         }
@@ -119,12 +118,15 @@ impl AiReview {
                 "args.parents.evaluate: not an entry signal".into(),
             ));
         };
-        let conn = ctx.tx().await?;
-        if let Some(done) = earlier(conn, signal_id, &signal, self.bot.reviewer.provider()).await? {
+        // Reads on a connection of their own: no transaction stays open during the
+        // reviewer's call (up to 40 s), only the save below opens the job's.
+        let mut read = ctx.pool.acquire().await?;
+        let provider = self.bot.reviewer.provider();
+        if let Some(done) = earlier(&mut read, signal_id, &signal, provider).await? {
             return Ok(done);
         }
-        let req = self.request(conn, market, t, &signal).await?;
-        // The reviewer is called outside any lock: the job's transaction has only read.
+        let req = self.request(&mut read, market, t, &signal).await?;
+        drop(read);
         let decision = self
             .bot
             .reviewer
@@ -190,12 +192,14 @@ impl AiReview {
 
     async fn market_review(
         &self,
-        conn: &mut PgConnection,
+        ctx: &mut JobContext,
         market: &Market,
         now: DateTime<Utc>,
         job_id: i64,
     ) -> Result<i64, BotError> {
-        let req = self.note_request(conn, market, now).await?;
+        let mut read = ctx.pool.acquire().await?;
+        let req = self.note_request(&mut read, market, now).await?;
+        drop(read);
         let note = self
             .bot
             .reviewer
@@ -215,6 +219,7 @@ impl AiReview {
             cost_usd: note.cost_usd,
             error: note.error.clone(),
         };
+        let conn = ctx.tx().await?;
         let id = save(conn, None, market, &decision, job_id, now, now)
             .await?
             .ok_or_else(|| JobError::retry("market note not saved"))?;

@@ -50,6 +50,10 @@ const SET_HALTED: &str = "UPDATE risk_state SET halted = $2, halted_reason = $3,
 const ANNOUNCE_LOSS_LIMIT: &str = "UPDATE risk_days SET loss_limit_announced = true \
      WHERE account_id = $1 AND day = $2 AND NOT loss_limit_announced RETURNING day";
 
+/// Marks the day's start announced; returns its starting equity only the first time.
+const ANNOUNCE_DAY_START: &str = "UPDATE risk_days SET start_announced = true \
+     WHERE account_id = $1 AND day = $2 AND NOT start_announced RETURNING day_start_equity";
+
 /// Marks an ended cooldown announced; returns its end only the first time.
 const ANNOUNCE_COOLDOWN_END: &str = "UPDATE risk_state SET cooldown_ended_announced = true \
      WHERE account_id = $1 AND cooldown_until IS NOT NULL AND cooldown_until <= $2 \
@@ -234,6 +238,37 @@ pub async fn announce_loss_limit(
         .fetch_optional(conn)
         .await?
         .is_some())
+}
+
+/// The day's starting equity if its start was not announced yet (marked announced now):
+/// whoever created the row (the reset job, a decision, a fill), the reset job announces it.
+pub async fn announce_day_start(
+    conn: &mut PgConnection,
+    account: AccountId,
+    day: NaiveDate,
+) -> Result<Option<Krw>, BotError> {
+    let equity: Option<Decimal> = sqlx::query_scalar(ANNOUNCE_DAY_START)
+        .bind(account.0)
+        .bind(day)
+        .fetch_optional(conn)
+        .await?;
+    Ok(equity.map(Krw::new))
+}
+
+/// Whether the 1-minute candle opening at `t` is stored or confirmed empty.
+pub async fn candle_known(
+    conn: &mut PgConnection,
+    market: &Market,
+    t: DateTime<Utc>,
+) -> Result<bool, BotError> {
+    const KNOWN: &str = "SELECT EXISTS (SELECT 1 FROM candles WHERE market = $1 \
+         AND interval = '1m' AND open_time = $2) OR EXISTS (SELECT 1 FROM empty_minutes \
+         WHERE market = $1 AND interval = '1m' AND open_time = $2)";
+    Ok(sqlx::query_scalar(KNOWN)
+        .bind(market.as_str())
+        .bind(t)
+        .fetch_one(conn)
+        .await?)
 }
 
 /// The end of a cooldown that ended by `now` and was not announced yet (the "cooldown

@@ -88,11 +88,9 @@ pub fn build(
                     "the replay source needs replay options".into(),
                 ))
             }
-            (SourceKind::Upbit, _) => {
-                return Err(BotError::Invalid(
-                    "market.source = upbit: the Upbit source is not wired in yet".into(),
-                ))
-            }
+            (SourceKind::Upbit, _) => Arc::new(crate::market::UpbitSource::new(
+                crate::market::UpbitConfig::default(),
+            )?),
         };
     let reviewer = crate::ai::from_config(&cfg.config.ai, &cfg.secrets, strategy.review)
         .map_err(|e| BotError::Invalid(format!("ai: {e}")))?;
@@ -160,4 +158,32 @@ pub fn load_strategy(path: &Path) -> Result<StrategyConfig, BotError> {
         .map_err(|e| BotError::Invalid(format!("cannot read {}: {e}", path.display())))?;
     crate::domain::config::parse_strategy(&path.display().to_string(), &text)
         .map_err(|e| BotError::Invalid(e.to_string()))
+}
+
+/// A live source's hourly history (the regime needs 200 closed hours, SPEC B8): the last
+/// [`REGIME_HOURS`](super::history::REGIME_HOURS) hours of 1h candles, fetched at start.
+/// Idempotent (upserts); a failure is the caller's to report.
+pub async fn load_hourly_history(
+    pool: &PgPool,
+    bot: &Bot,
+    market: &Market,
+    now: DateTime<Utc>,
+) -> Result<usize, BotError> {
+    use chrono::DurationRound;
+    let to = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
+    let from = to - Duration::hours(super::history::REGIME_HOURS);
+    let mut conn = pool.acquire().await?;
+    let mut quiet = |_: &crate::market::BackfillReport, _: DateTime<Utc>| {};
+    let report = crate::market::backfill_range(
+        &mut conn,
+        bot.source.as_ref(),
+        market,
+        Interval::H1,
+        from,
+        to,
+        now,
+        &mut quiet,
+    )
+    .await?;
+    Ok(report.fetched)
 }

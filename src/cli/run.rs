@@ -257,16 +257,28 @@ async fn bot_and_clock(
         .unwrap_or_else(|| "strategy.toml".into());
     let strategy = setup::load_strategy(&strategy_file).map_err(bad)?;
     let replay = up.filter(|_| cfg.config.market.source == config::MarketSource::Replay);
-    if live {
-        let bot = setup::build(cfg, strategy, None, true).map_err(bad)?;
-        return Ok((Arc::new(bot), clock::system()));
-    }
-    let Some(r) = replay else {
-        let bot = setup::build(cfg, strategy, None, false).unwrap_or_else(|e| {
+    let Some(r) = replay.filter(|_| !live) else {
+        let bot = match (
+            cfg.config.market.source,
+            setup::build(cfg, strategy, None, live),
+        ) {
+            (_, Ok(bot)) => bot,
             // `worker` on the replay source: the demo's clock belongs to `up` alone.
-            tracing::info!(reason = %e, "trading kinds run without market data in this process");
-            crate::bot::Bot::inert()
-        });
+            (config::MarketSource::Replay, Err(e)) if !live => {
+                tracing::info!(reason = %e, "trading kinds run without market data in this process");
+                crate::bot::Bot::inert()
+            }
+            (_, Err(e)) => return Err(bad(e)),
+        };
+        if cfg.config.market.source == config::MarketSource::Upbit {
+            let market = crate::bot::market_of_config(cfg).map_err(bad)?;
+            match setup::load_hourly_history(pool, &bot, &market, chrono::Utc::now()).await {
+                Ok(n) => tracing::info!(hours = n, "hourly history loaded for the regime"),
+                Err(e) => {
+                    tracing::error!(error = %e, "hourly history not loaded: no entries until 200 hours are stored")
+                }
+            }
+        }
         return Ok((Arc::new(bot), clock::system()));
     };
     let opts = setup::ReplayOptions {

@@ -75,7 +75,10 @@ pub async fn run_trading(
     json: bool,
 ) -> Result<(), CliError> {
     let pool = connect_and_migrate(2).await?;
-    let bot = Bot::inert();
+    let bot = Bot {
+        starting_balance: crate::domain::money::Krw::new(cfg.config.paper.starting_balance_krw),
+        ..Bot::inert()
+    };
     let market = crate::bot::market_of_config(cfg).map_err(bad)?;
     let mut tx = pool.begin().await?;
     let now = market_now(&mut tx, &market).await?;
@@ -148,6 +151,7 @@ async fn flatten(
     for (market, entry) in &open {
         let args = serde_json::json!({
             "market": market, "side": "sell", "reason": "flatten", "decided_at": now,
+            "position_entry": entry,
         });
         let job = NewJob::new("execute_order", args)
             .with_queue("orders")

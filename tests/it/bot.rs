@@ -406,3 +406,127 @@ async fn a_halted_bot_refuses_entries_and_says_why() {
     );
     b.worker.shutdown().await;
 }
+
+fn minute(at: &str, close: i64) -> Candle {
+    Candle {
+        open_time: t(at),
+        open: close.into(),
+        high: close.into(),
+        low: close.into(),
+        close: close.into(),
+        volume: 1.into(),
+    }
+}
+
+/// SPEC B5/B8: at 00:00 Seoul the reset job creates the day's row with the balance plus the
+/// open position valued at the previous day's last close — it waits (snoozes) for that
+/// candle, which is collected seconds after midnight — and announces the day once.
+#[tokio::test]
+async fn the_daily_reset_values_the_position_at_the_last_close_and_announces_once() {
+    let db = TestDb::new().await;
+    let market = Market::krw_btc();
+    let (clock, shared) = manual_clock();
+    let midnight = t("2025-09-09T15:00:00Z"); // 00:00 on 2025-09-10 in Seoul
+    clock.set(midnight);
+    let mut conn = db.pool.acquire().await.unwrap();
+    let account = coinpilot::paper::open_account(
+        &mut conn,
+        "paper",
+        coinpilot::paper::default_balance(),
+        midnight,
+    )
+    .await
+    .unwrap();
+    let req = coinpilot::paper::OrderRequest {
+        account,
+        market: market.clone(),
+        client_order_id: "buy-held-over-midnight".into(),
+        fill_price: coinpilot::domain::money::Price::new(Decimal::from(100_000_000)).unwrap(),
+        decided_at: midnight,
+        reason: None,
+        fill_time: Some(t("2025-09-09T14:00:00Z")),
+    };
+    let qty = coinpilot::domain::money::Qty::new(Decimal::new(1, 3)).unwrap(); // 0.001 BTC
+    coinpilot::paper::buy(
+        &mut conn,
+        &req,
+        coinpilot::paper::BuyAmount::Quantity(qty),
+        midnight,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let balance = coinpilot::paper::balance(&mut conn, account).await.unwrap();
+    store_page(
+        &mut conn,
+        &market,
+        Interval::M1,
+        vec![minute("2025-09-09T14:58:00Z", 90_000_000)],
+        midnight,
+    )
+    .await
+    .unwrap();
+    let mut reg = registry();
+    bot::register(&mut reg, Arc::new(Bot::inert()));
+    let mut config = test_config("reset");
+    config.queues = vec![("maintenance".into(), None)];
+    let mut w = RunningWorker::start(Worker::new(db.pool.clone(), shared, reg, config));
+    let job = coinpilot::queue::NewJob::new("reset_daily_risk", serde_json::json!({}))
+        .with_queue("maintenance");
+    let id = coinpilot::queue::enqueue(&mut conn, midnight, &job)
+        .await
+        .unwrap()
+        .id;
+    w.wait_for(30, |e| {
+        *e == coinpilot::queue::runtime::WorkerEvent::Snoozed(id)
+    })
+    .await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM risk_days").await,
+        0,
+        "no row before the last candle"
+    );
+    // The trade cycle stores 23:59's candle; the reset's next try sees it.
+    store_page(
+        &mut conn,
+        &market,
+        Interval::M1,
+        vec![minute("2025-09-09T14:59:00Z", 80_000_000)],
+        midnight,
+    )
+    .await
+    .unwrap();
+    clock.set(midnight + Duration::seconds(11));
+    w.wait_for(30, |e| {
+        *e == coinpilot::queue::runtime::WorkerEvent::Completed(id)
+    })
+    .await;
+    let equity: Decimal =
+        sqlx::query_scalar("SELECT day_start_equity FROM risk_days WHERE day = '2025-09-10'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        equity,
+        balance.value() + Decimal::new(1, 3) * Decimal::from(80_000_000)
+    );
+    let announce =
+        "SELECT count(*) FROM jobs WHERE kind = 'notify' AND args::text LIKE '%day_started%'";
+    assert_eq!(db.count(announce).await, 1);
+    // A second run (a manual trigger) creates and announces nothing more.
+    let again = coinpilot::queue::enqueue(&mut conn, clock_now(&clock), &job)
+        .await
+        .unwrap()
+        .id;
+    w.wait_for(30, |e| {
+        *e == coinpilot::queue::runtime::WorkerEvent::Completed(again)
+    })
+    .await;
+    assert_eq!(db.count(announce).await, 1, "the day is announced once");
+    assert_eq!(db.count("SELECT count(*) FROM risk_days").await, 1);
+    w.shutdown().await;
+}
+
+fn clock_now(c: &coinpilot::clock::ManualClock) -> DateTime<Utc> {
+    coinpilot::clock::Clock::now(c)
+}
