@@ -93,7 +93,7 @@ impl CollectCandles {
         job_id: i64,
     ) -> Result<Collected, BotError> {
         let to = now.duration_trunc(Duration::minutes(1)).unwrap_or(now);
-        let last = newest(conn, market).await?;
+        let last = super::history::newest_minute(conn, market).await?;
         let from = match last {
             Some(t) => (t + Duration::minutes(1)).max(to - Duration::minutes(MAX_FETCH)),
             None => to - self.bot.initial_lookback,
@@ -118,7 +118,7 @@ impl CollectCandles {
             tracing::warn!(market = %market, rejected = %r, "malformed candle rejected");
         }
         record_empty(conn, market, Interval::M1, &empty, now).await?;
-        let newest = newest(conn, market).await?;
+        let newest = super::history::newest_minute(conn, market).await?;
         if let Some(t) = newest {
             // Gaps of the last day since the first stored candle (downtime beyond one
             // fetch) become unique backfill jobs: a gap keeps its key until it is filled.
@@ -157,22 +157,12 @@ fn confirmed_empty(page: &[Candle], from: DateTime<Utc>) -> Vec<DateTime<Utc>> {
     empty
 }
 
-async fn newest(
-    conn: &mut PgConnection,
-    market: &Market,
-) -> Result<Option<DateTime<Utc>>, BotError> {
-    const NEWEST: &str = "SELECT max(open_time) FROM candles WHERE market = $1 AND interval = '1m'";
-    Ok(sqlx::query_scalar(NEWEST)
-        .bind(market.as_str())
-        .fetch_one(conn)
-        .await?)
-}
-
 async fn oldest_since(
     conn: &mut PgConnection,
     market: &Market,
     since: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, BotError> {
+    // No locks; the primary key's range for the market.
     const OLDEST: &str = "SELECT min(open_time) FROM candles WHERE market = $1 AND interval = '1m' AND open_time >= $2";
     Ok(sqlx::query_scalar(OLDEST)
         .bind(market.as_str())

@@ -249,6 +249,7 @@ async fn trades_between(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<Vec<ReportTrade>, BotError> {
+    // No locks (a report reads); `trades_account_exit_idx`.
     const TRADES: &str = "SELECT entry_time, entry_price, exit_time, exit_price, quantity, pnl, \
          exit_reason FROM trades WHERE account_id = $1 AND market = $2 AND exit_time >= $3 \
          AND exit_time < $4 ORDER BY exit_time, id";
@@ -285,6 +286,7 @@ async fn fills_after(
     market: &Market,
     from: DateTime<Utc>,
 ) -> Result<Vec<FillRow>, BotError> {
+    // No locks; fills joined to their orders by the client order id primary keys.
     const FILLS: &str = "SELECT f.filled_at, o.side, f.price, f.quantity, f.fee FROM fills f \
          JOIN orders o USING (client_order_id) WHERE o.account_id = $1 AND o.market = $2 \
          AND f.filled_at >= $3 ORDER BY f.filled_at";
@@ -357,6 +359,7 @@ async fn positions(
     account: AccountId,
     last_close: Option<Decimal>,
 ) -> Result<Vec<ReportPosition>, BotError> {
+    // No locks; the account's positions by primary key prefix.
     const POSITIONS: &str = "SELECT market, quantity, avg_price, entry_filled_at, cost \
          FROM positions WHERE account_id = $1 ORDER BY market";
     let rows: Vec<(String, Decimal, Decimal, DateTime<Utc>, Decimal)> = sqlx::query_as(POSITIONS)
@@ -385,6 +388,7 @@ async fn ai_counts(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<(u32, u32, Option<f64>), BotError> {
+    // No locks; `ai_decisions_decided_idx`.
     const COUNTS: &str = "SELECT count(*) FILTER (WHERE verdict = 'CONFIRM'), \
          count(*) FILTER (WHERE verdict = 'REJECT'), avg(confidence)::float8 FROM ai_decisions \
          WHERE kind = 'entry_review' AND market = $1 AND decided_at >= $2 AND decided_at < $3";
@@ -403,6 +407,7 @@ async fn risk_day_equity(
     account: AccountId,
     day: NaiveDate,
 ) -> Result<Option<Decimal>, BotError> {
+    // No locks; primary key.
     const EQUITY: &str =
         "SELECT day_start_equity FROM risk_days WHERE account_id = $1 AND day = $2";
     Ok(sqlx::query_scalar(EQUITY)
@@ -417,6 +422,7 @@ async fn last_regime(
     market: &Market,
     end: DateTime<Utc>,
 ) -> Result<Option<String>, BotError> {
+    // No locks; `signals_decided_idx` backwards.
     const REGIME: &str = "SELECT regime FROM signals WHERE market = $1 AND decided_at <= $2 \
          ORDER BY decided_at DESC LIMIT 1";
     Ok(sqlx::query_scalar::<_, Option<String>>(REGIME)

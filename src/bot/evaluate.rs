@@ -23,6 +23,8 @@ use crate::notify::{self, Message, RiskEvent, RiskNote};
 use crate::paper::{self, AccountId};
 use crate::queue::handler::{Handler, JobContext, JobError, KindOptions, Outcome};
 
+/// Stores a decision. The unique (account, market, candle) key makes a second run over the
+/// same candle insert nothing (no row returned); the insert locks only the new row.
 const INSERT_SIGNAL: &str = "INSERT INTO signals (account_id, market, candle_open_time, \
      decided_at, signal, reason, close, regime, regime_distance, rsi14, rsi7, ma200, \
      bb_lower, bb_middle, bb_upper, volume_ratio, notional, job_id, created_at) \

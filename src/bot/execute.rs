@@ -446,12 +446,15 @@ fn buy_id(account: AccountId, market: &Market, decided_at: DateTime<Utc>) -> Str
 /// Takes the account lock first, as every order does (see `paper::sql`), so the risk
 /// re-check reads a state no other order of the account can change before this commits.
 async fn lock_account(conn: &mut PgConnection, account: AccountId) -> Result<(), BotError> {
+    // Row lock on the account until the job's transaction ends (`paper::sql::LOCK_ACCOUNT`
+    // takes it again, a no-op within the same transaction).
     const LOCK: &str = "SELECT id FROM accounts WHERE id = $1 FOR UPDATE";
     sqlx::query(LOCK).bind(account.0).execute(conn).await?;
     Ok(())
 }
 
 async fn trade_pnl(conn: &mut PgConnection, exit_id: &str) -> Result<Krw, BotError> {
+    // No lock: the trade was inserted by this transaction (unique exit id index).
     const PNL: &str = "SELECT pnl FROM trades WHERE exit_client_order_id = $1";
     let pnl: Decimal = sqlx::query_scalar(PNL)
         .bind(exit_id)

@@ -90,6 +90,19 @@ pub async fn closed_hours(
     Ok(hours)
 }
 
+/// The open time of the newest stored 1-minute candle. No locks; reads the primary key's
+/// last entry for the market (an index-only backward scan).
+pub async fn newest_minute(
+    conn: &mut PgConnection,
+    market: &Market,
+) -> Result<Option<DateTime<Utc>>, BotError> {
+    const NEWEST: &str = "SELECT max(open_time) FROM candles WHERE market = $1 AND interval = '1m'";
+    Ok(sqlx::query_scalar(NEWEST)
+        .bind(market.as_str())
+        .fetch_one(conn)
+        .await?)
+}
+
 /// The close of the last stored 1-minute candle that opened before `at` (the previous
 /// candle's close of SPEC B8's day-start equity).
 pub async fn last_close_before(
@@ -97,6 +110,7 @@ pub async fn last_close_before(
     market: &Market,
     at: DateTime<Utc>,
 ) -> Result<Option<(DateTime<Utc>, rust_decimal::Decimal)>, BotError> {
+    // No locks; a backward primary-key scan from `at`.
     const LAST_CLOSE: &str = "SELECT open_time, close FROM candles \
          WHERE market = $1 AND interval = '1m' AND open_time < $2 \
          ORDER BY open_time DESC LIMIT 1";

@@ -4,7 +4,9 @@
 //! this module loads a `RiskState` from the rows, lets the domain decide, and writes back.
 //!
 //! Lock order, within a trading transaction: the paper account row (taken by the
-//! executor) → `risk_state` → `risk_days`. Readers (decisions, reports) take no locks.
+//! executor) → `risk_state` → `risk_days`; the day rows a fill creates (`ensure_day`) are
+//! inserted under the account lock too, and nothing takes a risk row before the account's.
+//! Readers (decisions, reports) take no locks.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -27,10 +29,12 @@ const CREATE_DAY: &str = "INSERT INTO risk_days (account_id, day, day_start_equi
      created_by, created_at) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (account_id, day) DO NOTHING RETURNING day";
 
-/// The state and the day together. `FOR UPDATE OF s` when `lock` (a fill applying a trade).
+/// The state and the day together, no locks (decisions read it).
 const LOAD: &str = "SELECT s.loss_streak, s.cooldown_until, s.halted, d.day_start_equity, \
      d.realized_pnl, d.entries FROM risk_state s JOIN risk_days d USING (account_id) \
      WHERE s.account_id = $1 AND d.day = $2";
+/// The same, locking both rows (`risk_state`, then the day's `risk_days`) for a fill that
+/// changes them; taken after the account lock, so fills of one account serialise there.
 const LOAD_LOCKED: &str = "SELECT s.loss_streak, s.cooldown_until, s.halted, \
      d.day_start_equity, d.realized_pnl, d.entries FROM risk_state s JOIN risk_days d \
      USING (account_id) WHERE s.account_id = $1 AND d.day = $2 FOR UPDATE";

@@ -139,11 +139,8 @@ pub async fn resume_point(
     market: &Market,
     start: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, BotError> {
-    const NEWEST: &str = "SELECT max(open_time) FROM candles WHERE market = $1 AND interval = '1m'";
-    let newest: Option<DateTime<Utc>> = sqlx::query_scalar(NEWEST)
-        .bind(market.as_str())
-        .fetch_one(pool)
-        .await?;
+    let mut conn = pool.acquire().await?;
+    let newest = super::history::newest_minute(&mut conn, market).await?;
     Ok(newest
         .map(|t| (t + Duration::minutes(1)).max(start))
         .unwrap_or(start))

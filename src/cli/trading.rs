@@ -58,11 +58,9 @@ fn bad(e: impl std::fmt::Display) -> CliError {
 
 /// The market's clock: the newest stored candle's close, never after the host's clock.
 async fn market_now(conn: &mut PgConnection, market: &Market) -> Result<DateTime<Utc>, CliError> {
-    const NEWEST: &str = "SELECT max(open_time) FROM candles WHERE market = $1 AND interval = '1m'";
-    let newest: Option<DateTime<Utc>> = sqlx::query_scalar(NEWEST)
-        .bind(market.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
+    let newest = crate::bot::history::newest_minute(conn, market)
+        .await
+        .map_err(bad)?;
     let host = SystemClock.now();
     Ok(newest
         .map(|t| (t + Duration::minutes(1)).min(host))
@@ -181,6 +179,7 @@ async fn status(
     account: crate::paper::AccountId,
     now: DateTime<Utc>,
 ) -> Result<serde_json::Value, CliError> {
+    // Status reads take no locks.
     const STATE: &str = "SELECT halted, halted_reason, loss_streak, cooldown_until FROM risk_state WHERE account_id = $1";
     const DAY: &str = "SELECT day_start_equity, realized_pnl, entries FROM risk_days WHERE account_id = $1 AND day = $2";
     const OPEN: &str = "SELECT market, quantity, avg_price, entry_filled_at FROM positions WHERE account_id = $1 ORDER BY market";
