@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use super::accounts::Account;
 use super::auth::{self, LoginLimiter};
-use super::{actions, jobs, pages, OpsState};
+use super::{actions, jobs, pages, trading_page, OpsState};
 use crate::clock::SharedClock;
 use crate::queue::HandlerRegistry;
 use crate::workflow::{WorkflowDef, WorkflowEngine};
@@ -74,7 +74,8 @@ pub fn dashboard_router(state: DashState) -> Router {
         .route("/workflows/runs/{id}", get(pages::run_detail))
         .route("/workflows/runs/{id}/{action}", post(actions::run_action))
         .route("/workflows/{name}/run", post(actions::start_workflow))
-        .route("/trading", get(pages::trading))
+        .route("/trading", get(trading_page::trading_page))
+        .route("/api/trading", get(trading_page::trading_json))
         .route("/logout", post(auth::logout))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

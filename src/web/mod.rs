@@ -8,10 +8,13 @@ mod actions;
 pub mod auth;
 mod dag;
 pub mod dashboard;
+mod equity;
 pub mod error;
 pub mod jobs;
 mod layout;
 mod pages;
+pub mod trading;
+mod trading_page;
 
 pub use dashboard::{app, dashboard_router, AuthConfig, DashState};
 

@@ -1,5 +1,5 @@
 //! The read-only pages besides jobs: overview (and its JSON twin under `/api/`),
-//! schedules, workflows and a run's DAG, and the trading placeholder.
+//! schedules, workflows and a run's DAG (trading is `trading_page`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -266,18 +266,6 @@ pub async fn run_detail(
     Ok(Html(
         page(&format!("Run {id}"), "workflows", &s, notice, body).into_string(),
     ))
-}
-
-pub async fn trading(Extension(s): Extension<Session>) -> Html<String> {
-    let body = html! {
-        h1 { "Trading" }
-        div.card {
-            p { "Trading state arrives with the trading bot: positions, trades, the equity curve, "
-                "AI decisions with their confidence and reasoning, and the risk state (cooldown, "
-                "daily PnL, loss streak) will be shown here once the bot's tables exist." }
-        }
-    };
-    Html(page("Trading", "trading", &s, None, body).into_string())
 }
 
 pub async fn not_found() -> Response {

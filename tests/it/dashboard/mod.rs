@@ -3,6 +3,7 @@
 //! pages that show nothing internal here; single and bulk actions in `actions`.
 
 pub(crate) mod actions;
+mod trading;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

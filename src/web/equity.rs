@@ -1,0 +1,257 @@
+//! The trading page's equity curve: the account's equity (KRW balance + every open position
+//! at the market's close) at evenly spaced times, rebuilt from the ledger's own numbers,
+//! and its small server-rendered SVG (no JavaScript, scales to the screen width).
+//!
+//! The rebuild walks backwards from what the account holds now, undoing each fill after a
+//! sample time, so every point agrees with the fills to the last won and the newest point
+//! is exactly the equity the page shows. A position is valued at the newest 1-minute close
+//! at or before the sample time; before any candle, at its latest fill price. A
+//! `paper reset` is not a fill: the curve before a reset is not the account's history.
+//! Pure functions: the queries that feed them are in `web::trading`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use maud::{html, Markup};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::layout::krw;
+use crate::domain::indicator_table::to_f64;
+
+/// One fill of the account, as the rebuild needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerFill {
+    pub at: DateTime<Utc>,
+    pub market: String,
+    pub buy: bool,
+    pub price: Decimal,
+    pub quantity: Decimal,
+    pub fee: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EquityPoint {
+    pub t: DateTime<Utc>,
+    pub equity: Decimal,
+}
+
+/// What the account holds at the newest sample time.
+#[derive(Debug, Clone, Default)]
+pub struct Holdings {
+    pub cash: Decimal,
+    /// Market → quantity held.
+    pub quantity: HashMap<String, Decimal>,
+}
+
+/// Price observations per market, ascending by time: candle closes (at the candle's close
+/// time) and fill prices.
+pub type PriceSeries = HashMap<String, Vec<(DateTime<Utc>, Decimal)>>;
+
+/// The newest price of `series` at or before `t`.
+fn price_at(series: Option<&Vec<(DateTime<Utc>, Decimal)>>, t: DateTime<Utc>) -> Option<Decimal> {
+    let s = series?;
+    let n = s.partition_point(|(at, _)| *at <= t);
+    n.checked_sub(1).map(|i| s[i].1)
+}
+
+/// Equity at each of `times` (ascending), from the holdings after every fill in `fills`
+/// (ascending by time). A fill at exactly `t` counts as done by `t`.
+pub fn rebuild(
+    now: &Holdings,
+    fills: &[LedgerFill],
+    prices: &PriceSeries,
+    times: &[DateTime<Utc>],
+) -> Vec<EquityPoint> {
+    let mut cash = now.cash;
+    let mut held = now.quantity.clone();
+    let mut pending = fills.len();
+    let mut points = Vec::with_capacity(times.len());
+    for &t in times.iter().rev() {
+        while pending > 0 && fills[pending - 1].at > t {
+            pending -= 1;
+            let f = &fills[pending];
+            let q = held.entry(f.market.clone()).or_default();
+            if f.buy {
+                cash += f.quantity * f.price + f.fee;
+                *q -= f.quantity;
+            } else {
+                cash -= f.quantity * f.price - f.fee;
+                *q += f.quantity;
+            }
+        }
+        let positions: Decimal = held
+            .iter()
+            .filter(|(_, q)| !q.is_zero())
+            .map(|(m, q)| *q * price_at(prices.get(m), t).unwrap_or(Decimal::ZERO))
+            .sum();
+        points.push(EquityPoint {
+            t,
+            equity: cash + positions,
+        });
+    }
+    points.reverse();
+    points
+}
+
+/// `n` + 1 evenly spaced times from `start` to `end` (both included).
+pub fn sample_times(start: DateTime<Utc>, end: DateTime<Utc>, n: i32) -> Vec<DateTime<Utc>> {
+    let span = (end - start).num_milliseconds().max(0);
+    let n = i64::from(n.max(1));
+    (0..=n)
+        .map(|k| start + chrono::Duration::milliseconds(span * k / n))
+        .collect()
+}
+
+const W: f64 = 640.0;
+const H: f64 = 180.0;
+/// Left margin for the KRW labels, bottom margin for the dates.
+const PAD_L: f64 = 4.0;
+const PAD_B: f64 = 18.0;
+const PAD_T: f64 = 16.0;
+
+/// The curve as an SVG line chart: the highest and lowest equity labelled, start and end
+/// times under it, a dashed line at the first point's equity. Nothing for fewer than two
+/// points.
+pub fn render(points: &[EquityPoint]) -> Markup {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return html! {};
+    };
+    if points.len() < 2 {
+        return html! {};
+    }
+    let hi = points
+        .iter()
+        .map(|p| p.equity)
+        .max()
+        .unwrap_or(first.equity);
+    let lo = points
+        .iter()
+        .map(|p| p.equity)
+        .min()
+        .unwrap_or(first.equity);
+    let range = to_f64(hi - lo);
+    let (t0, span) = (first.t, (last.t - first.t).num_milliseconds().max(1) as f64);
+    let plot_h = H - PAD_T - PAD_B;
+    let y = |v: Decimal| {
+        if range > 0.0 {
+            PAD_T + plot_h * (1.0 - to_f64(v - lo) / range)
+        } else {
+            PAD_T + plot_h / 2.0
+        }
+    };
+    let x =
+        |t: DateTime<Utc>| PAD_L + (W - 2.0 * PAD_L) * (t - t0).num_milliseconds() as f64 / span;
+    let line: String = points
+        .iter()
+        .map(|p| format!("{:.1},{:.1}", x(p.t), y(p.equity)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let colour = if last.equity >= first.equity {
+        "#17643a"
+    } else {
+        "#9b1c1c"
+    };
+    let base = y(first.equity);
+    html! {
+        svg viewBox={ "0 0 " (W) " " (H) } width=(W) style="max-width:100%;height:auto"
+            role="img" aria-label="equity curve" {
+            title { "Equity from " (krw(first.equity)) " to " (krw(last.equity)) }
+            line x1=(PAD_L) y1=(format!("{base:.1}")) x2=(W - PAD_L) y2=(format!("{base:.1}"))
+                stroke="#c5cbd6" stroke-dasharray="4 4" {}
+            polyline points=(line) fill="none" stroke=(colour) stroke-width="2" {}
+            text x=(PAD_L) y="12" fill="#5b6475" { "high " (krw(hi)) }
+            text x=(W - PAD_L) y="12" fill="#5b6475" text-anchor="end" { "low " (krw(lo)) }
+            text x=(PAD_L) y=(H - 4.0) fill="#5b6475" { (first.t.format("%Y-%m-%d %H:%M")) }
+            text x=(W - PAD_L) y=(H - 4.0) fill="#5b6475" text-anchor="end" {
+                (last.t.format("%Y-%m-%d %H:%M")) " UTC" }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(min: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_758_000_000 + min * 60, 0).unwrap()
+    }
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn fill(min: i64, buy: bool, price: &str, qty: &str, fee: &str) -> LedgerFill {
+        LedgerFill {
+            at: t(min),
+            market: "KRW-BTC".into(),
+            buy,
+            price: d(price),
+            quantity: d(qty),
+            fee: d(fee),
+        }
+    }
+
+    #[test]
+    fn the_rebuild_undoes_fills_and_values_positions_at_the_close() {
+        // 1,000 KRW; buy 2 at 100 (fee 0.1) at minute 10; sell 2 at 120 (fee 0.12) at 30.
+        let fills = vec![
+            fill(10, true, "100", "2", "0.1"),
+            fill(30, false, "120", "2", "0.12"),
+        ];
+        let now = Holdings {
+            cash: d("1000") - d("200.1") + d("239.88"),
+            quantity: HashMap::new(),
+        };
+        let prices: PriceSeries = [(
+            "KRW-BTC".to_string(),
+            vec![(t(10), d("100")), (t(20), d("110")), (t(30), d("120"))],
+        )]
+        .into();
+        let pts = rebuild(&now, &fills, &prices, &[t(0), t(10), t(20), t(40)]);
+        let eq: Vec<Decimal> = pts.iter().map(|p| p.equity).collect();
+        assert_eq!(eq, vec![d("1000"), d("999.9"), d("1019.9"), d("1039.78")]);
+    }
+
+    #[test]
+    fn an_open_position_is_valued_at_the_newest_price_not_after_the_sample() {
+        let fills = vec![fill(5, true, "100", "1", "0")];
+        let now = Holdings {
+            cash: d("0"),
+            quantity: [("KRW-BTC".to_string(), d("1"))].into(),
+        };
+        let prices: PriceSeries = [(
+            "KRW-BTC".to_string(),
+            vec![(t(5), d("100")), (t(8), d("90"))],
+        )]
+        .into();
+        let pts = rebuild(&now, &fills, &prices, &[t(4), t(7), t(9)]);
+        let eq: Vec<Decimal> = pts.iter().map(|p| p.equity).collect();
+        assert_eq!(eq, vec![d("100"), d("100"), d("90")]);
+    }
+
+    #[test]
+    fn sample_times_span_both_ends_evenly() {
+        let ts = sample_times(t(0), t(60), 4);
+        assert_eq!(ts, vec![t(0), t(15), t(30), t(45), t(60)]);
+        assert_eq!(sample_times(t(5), t(5), 3).len(), 4);
+    }
+
+    #[test]
+    fn the_chart_draws_every_point_and_labels_the_extremes() {
+        let pts: Vec<EquityPoint> = [("1000", 0), ("1100", 10), ("950", 20)]
+            .iter()
+            .map(|(v, m)| EquityPoint {
+                t: t(*m),
+                equity: d(v),
+            })
+            .collect();
+        let svg = render(&pts).into_string();
+        assert!(svg.starts_with("<svg"));
+        let line = svg.split("points=\"").nth(1).unwrap();
+        let line = &line[..line.find('"').unwrap()];
+        assert_eq!(line.split(' ').count(), 3);
+        assert!(svg.contains("high 1,100 KRW") && svg.contains("low 950 KRW"));
+        assert!(render(&pts[..1]).into_string().is_empty());
+    }
+}
