@@ -103,16 +103,16 @@ pub fn sample_times(start: DateTime<Utc>, end: DateTime<Utc>, n: i32) -> Vec<Dat
         .collect()
 }
 
-const W: f64 = 640.0;
-const H: f64 = 180.0;
-/// Left margin for the KRW labels, bottom margin for the dates.
-const PAD_L: f64 = 4.0;
-const PAD_B: f64 = 18.0;
-const PAD_T: f64 = 16.0;
+const W: f64 = 900.0;
+const H: f64 = 200.0;
+/// Keeps the line's width inside the box at the extremes.
+const PAD: f64 = 3.0;
 
-/// The curve as an SVG line chart: the highest and lowest equity labelled, start and end
-/// times under it, a dashed line at the first point's equity. Nothing for fewer than two
-/// points.
+/// The curve as an SVG line chart between two lines of text (HTML, so they stay legible
+/// when the SVG shrinks to a phone's width): the highest and lowest equity above, marked
+/// by grid lines; the first and last times under it; a dashed line at the first point's
+/// equity. Green when the curve ends at or above where it started, red below. Nothing for
+/// fewer than two points.
 pub fn render(points: &[EquityPoint]) -> Markup {
     let (Some(first), Some(last)) = (points.first(), points.last()) else {
         return html! {};
@@ -132,39 +132,44 @@ pub fn render(points: &[EquityPoint]) -> Markup {
         .unwrap_or(first.equity);
     let range = to_f64(hi - lo);
     let (t0, span) = (first.t, (last.t - first.t).num_milliseconds().max(1) as f64);
-    let plot_h = H - PAD_T - PAD_B;
     let y = |v: Decimal| {
-        if range > 0.0 {
-            PAD_T + plot_h * (1.0 - to_f64(v - lo) / range)
+        let frac = if range > 0.0 {
+            to_f64(v - lo) / range
         } else {
-            PAD_T + plot_h / 2.0
-        }
+            0.5
+        };
+        format!("{:.1}", PAD + (H - 2.0 * PAD) * (1.0 - frac))
     };
-    let x =
-        |t: DateTime<Utc>| PAD_L + (W - 2.0 * PAD_L) * (t - t0).num_milliseconds() as f64 / span;
-    let line: String = points
+    let x = |t: DateTime<Utc>| {
+        let frac = (t - t0).num_milliseconds() as f64 / span;
+        format!("{:.1}", PAD + (W - 2.0 * PAD) * frac)
+    };
+    let line: Vec<String> = points
         .iter()
-        .map(|p| format!("{:.1},{:.1}", x(p.t), y(p.equity)))
-        .collect::<Vec<_>>()
-        .join(" ");
+        .map(|p| format!("{},{}", x(p.t), y(p.equity)))
+        .collect();
     let colour = if last.equity >= first.equity {
         "#17643a"
     } else {
         "#9b1c1c"
     };
-    let base = y(first.equity);
     html! {
-        svg viewBox={ "0 0 " (W) " " (H) } width=(W) style="max-width:100%;height:auto"
+        div.muted style="display:flex;justify-content:space-between;flex-wrap:wrap;font-size:.85rem" {
+            span { "max " (krw(hi)) } span { "min " (krw(lo)) }
+        }
+        svg viewBox={ "0 0 " (W) " " (H) } style="width:100%;height:auto;display:block"
             role="img" aria-label="equity curve" {
             title { "Equity from " (krw(first.equity)) " to " (krw(last.equity)) }
-            line x1=(PAD_L) y1=(format!("{base:.1}")) x2=(W - PAD_L) y2=(format!("{base:.1}"))
+            @for v in [hi, lo] {
+                line x1="0" y1=(y(v)) x2=(W) y2=(y(v)) stroke="#e1e4ea" {}
+            }
+            line x1="0" y1=(y(first.equity)) x2=(W) y2=(y(first.equity))
                 stroke="#c5cbd6" stroke-dasharray="4 4" {}
-            polyline points=(line) fill="none" stroke=(colour) stroke-width="2" {}
-            text x=(PAD_L) y="12" fill="#5b6475" { "high " (krw(hi)) }
-            text x=(W - PAD_L) y="12" fill="#5b6475" text-anchor="end" { "low " (krw(lo)) }
-            text x=(PAD_L) y=(H - 4.0) fill="#5b6475" { (first.t.format("%Y-%m-%d %H:%M")) }
-            text x=(W - PAD_L) y=(H - 4.0) fill="#5b6475" text-anchor="end" {
-                (last.t.format("%Y-%m-%d %H:%M")) " UTC" }
+            polyline points=(line.join(" ")) fill="none" stroke=(colour) stroke-width="2"
+                vector-effect="non-scaling-stroke" {}
+        }
+        div.muted style="display:flex;justify-content:space-between;flex-wrap:wrap;font-size:.85rem" {
+            span { (first.t.format("%Y-%m-%d %H:%M")) } span { (last.t.format("%Y-%m-%d %H:%M")) " UTC" }
         }
     }
 }
@@ -247,11 +252,11 @@ mod tests {
             })
             .collect();
         let svg = render(&pts).into_string();
-        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("<svg"));
         let line = svg.split("points=\"").nth(1).unwrap();
         let line = &line[..line.find('"').unwrap()];
         assert_eq!(line.split(' ').count(), 3);
-        assert!(svg.contains("high 1,100 KRW") && svg.contains("low 950 KRW"));
+        assert!(svg.contains("max 1,100 KRW") && svg.contains("min 950 KRW"));
         assert!(render(&pts[..1]).into_string().is_empty());
     }
 }

@@ -16,8 +16,8 @@ header a{color:#cfd6e4;text-decoration:none}header a.on{color:#fff;font-weight:6
 header form{margin-left:auto}main{max-width:1200px;margin:0 auto;padding:1rem}
 h1{font-size:1.35rem;margin:.2rem 0 1rem}h2{font-size:1.1rem;margin:1.4rem 0 .6rem}
 .card{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:.8rem 1rem;margin-bottom:1rem}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:.8rem}
-.stat b{display:block;font-size:1.5rem}.stat span{color:#5b6475;font-size:.85rem}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:.8rem;margin-bottom:1rem}.grid>.card{margin-bottom:0}
+.stat b{display:block;font-size:1.5rem}.stat.sm b{font-size:1.15rem}.stat span{color:#5b6475;font-size:.85rem}
 .tbl{overflow-x:auto}table{border-collapse:collapse;width:100%;background:#fff}
 th,td{text-align:left;padding:.4rem .55rem;border-bottom:1px solid #eceef2;vertical-align:top}
 th{font-size:.8rem;text-transform:uppercase;color:#5b6475;letter-spacing:.03em}
@@ -164,7 +164,8 @@ pub fn age(secs: i64) -> String {
     }
 }
 
-pub fn login_page(error: Option<&str>) -> Markup {
+/// The login form; `csrf` is the form's token (its twin is in the login cookie).
+pub fn login_page(error: Option<&str>, csrf: &str) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -175,6 +176,7 @@ pub fn login_page(error: Option<&str>) -> Markup {
                         h1 { "CoinPilot" }
                         @if let Some(e) = error { div.notice role="alert" { (e) } }
                         form method="post" action="/login" {
+                            input type="hidden" name="csrf" value=(csrf);
                             label for="username" { "Username" }
                             input id="username" name="username" value="admin" autocomplete="username";
                             label for="password" { "Password" }

@@ -65,11 +65,11 @@ fn summary(a: &AccountView, t: &Trading) -> Markup {
     let totals = &t.trades.totals;
     html! {
         div.grid {
-            div.card.stat { b { (krw(a.equity)) } span { "equity (" (a.name) ")" } }
-            div.card.stat { b { (krw(a.balance)) } span { "KRW balance" } }
-            div.card.stat { b { (krw(a.positions_value)) } span { "in positions, at the last close" } }
-            div.card.stat { b { (signed_krw(a.unrealized_pnl)) } span { "unrealised PnL" } }
-            div.card.stat { b { (signed_krw(totals.realized_pnl)) }
+            div.card.stat.sm { b { (krw(a.equity)) } span { "equity (" (a.name) ")" } }
+            div.card.stat.sm { b { (krw(a.balance)) } span { "KRW balance" } }
+            div.card.stat.sm { b { (krw(a.positions_value)) } span { "in positions, at the last close" } }
+            div.card.stat.sm { b { (signed_krw(a.unrealized_pnl)) } span { "unrealised PnL" } }
+            div.card.stat.sm { b { (signed_krw(totals.realized_pnl)) }
                 span { "realised PnL, " (totals.count) " trades (" (totals.wins) " won, " (totals.losses) " lost)" } }
         }
     }
@@ -82,26 +82,27 @@ fn risk_card(r: Option<&RiskView>) -> Markup {
             None => { div.card { p.muted { "No risk state yet: it starts with the bot's first decision." } } }
             Some(r) => {
                 div.grid {
-                    div.card.stat {
+                    div.card.stat.sm {
                         b { @if r.halted { span.b.s-failed { "halted" } } @else { span.b.s-active { "trading" } } }
-                        span { @if let Some(why) = &r.halted_reason { (why) } @else { "kill switch" } }
+                        span { "kill switch " @if r.halted { "on" @if let Some(why) = &r.halted_reason { ": " (why) } }
+                            @else { "off" } }
                     }
-                    div.card.stat {
-                        b { @if r.cooldown_active { span.b.s-paused { "cooldown" } } @else { "none" } }
+                    div.card.stat.sm {
+                        b { @if r.cooldown_active { span.b.s-paused { "cooldown" } } @else { "no cooldown" } }
                         span { @if let Some(u) = r.cooldown_until {
-                            @if r.cooldown_active { "until " } @else { "last ended " } (time(u)) " UTC"
-                        } @else { "cooldown" } }
+                            @if r.cooldown_active { "no entries until " } @else { "the last one ended " } (time(u)) " UTC"
+                        } @else { "loss-streak cooldown" } }
                     }
-                    div.card.stat { b { (r.loss_streak) } span { "losing trades in a row" } }
-                    div.card.stat {
+                    div.card.stat.sm { b { (r.loss_streak) } span { "losing trades in a row" } }
+                    div.card.stat.sm {
                         b { (r.realized_pnl_today.map(signed_krw).unwrap_or_else(|| "—".into())) }
                         span { "realised today, Seoul " (r.day_seoul) }
                     }
-                    div.card.stat {
+                    div.card.stat.sm {
                         b { (r.entries_today.map(|e| e.to_string()).unwrap_or_else(|| "—".into())) }
                         span { "entries today (Seoul)" }
                     }
-                    div.card.stat {
+                    div.card.stat.sm {
                         b { (r.day_start_equity.map(krw).unwrap_or_else(|| "—".into())) }
                         span { "equity at the start of the Seoul day"
                             @if r.day_start_equity.is_none() { " (no decision today yet)" } }

@@ -10,6 +10,7 @@ use coinpilot::domain::money::{Krw, Price, Qty};
 use coinpilot::paper::{self, AccountId, BuyAmount, Fill, OrderRequest, PaperConfig};
 use rust_decimal::Decimal;
 use serde_json::Value;
+use sqlx::PgPool;
 
 use super::*;
 
@@ -43,8 +44,8 @@ fn dec(v: &Value) -> Decimal {
         .unwrap()
 }
 
-async fn account(d: &Dash, at: DateTime<Utc>) -> AccountId {
-    let mut c = d.db.pool.acquire().await.unwrap();
+async fn account(pool: &PgPool, at: DateTime<Utc>) -> AccountId {
+    let mut c = pool.acquire().await.unwrap();
     paper::open_account(&mut c, "paper", Krw::new(Decimal::from(1_000_000)), at)
         .await
         .unwrap()
@@ -62,8 +63,8 @@ fn order(a: AccountId, coid: &str, price: &str, at: DateTime<Utc>, reason: &str)
     }
 }
 
-async fn buy(d: &Dash, req: &OrderRequest, qty: &str) -> Fill {
-    let mut tx = d.db.pool.begin().await.unwrap();
+async fn buy(pool: &PgPool, req: &OrderRequest, qty: &str) -> Fill {
+    let mut tx = pool.begin().await.unwrap();
     let amount = BuyAmount::Quantity(Qty::new(num(qty)).unwrap());
     let cfg = PaperConfig::default();
     let e = paper::buy(&mut tx, req, amount, req.decided_at, &cfg)
@@ -73,8 +74,8 @@ async fn buy(d: &Dash, req: &OrderRequest, qty: &str) -> Fill {
     e.fill().expect("a filled buy").clone()
 }
 
-async fn sell(d: &Dash, req: &OrderRequest) -> Fill {
-    let mut tx = d.db.pool.begin().await.unwrap();
+async fn sell(pool: &PgPool, req: &OrderRequest) -> Fill {
+    let mut tx = pool.begin().await.unwrap();
     let cfg = PaperConfig::default();
     let e = paper::sell(&mut tx, req, None, req.decided_at, &cfg)
         .await
@@ -83,14 +84,14 @@ async fn sell(d: &Dash, req: &OrderRequest) -> Fill {
     e.fill().expect("a filled sell").clone()
 }
 
-async fn candle(d: &Dash, open: DateTime<Utc>, close: &str) {
+async fn candle(pool: &PgPool, open: DateTime<Utc>, close: &str) {
     sqlx::query(
         "INSERT INTO candles (market, interval, open_time, open, high, low, close, volume, updated_at)
          VALUES ('KRW-BTC', '1m', $1, $2, $2, $2, $2, 1, $1)",
     )
     .bind(open)
     .bind(num(close))
-    .execute(&d.db.pool)
+    .execute(pool)
     .await
     .unwrap();
 }
@@ -103,13 +104,13 @@ fn received(f: &Fill) -> Decimal {
     f.quantity.value() * f.price.value() - f.fee.value()
 }
 
-async fn ai_rows(d: &Dash, a: AccountId, now: DateTime<Utc>) {
+async fn ai_rows(pool: &PgPool, a: AccountId, now: DateTime<Utc>) {
     sqlx::query(
         "INSERT INTO ai_decisions (kind, market, provider, model, reasoning, latency_ms, decided_at, created_at)
          VALUES ('market_review', 'KRW-BTC', 'rules', 'rules-v1', 'Sideways <b>drift</b>.', 1, $1, $1)",
     )
     .bind(now - Duration::minutes(50))
-    .execute(&d.db.pool)
+    .execute(pool)
     .await
     .unwrap();
     let signal: i64 = sqlx::query_scalar(
@@ -118,7 +119,7 @@ async fn ai_rows(d: &Dash, a: AccountId, now: DateTime<Utc>) {
     )
     .bind(a.0)
     .bind(now - Duration::minutes(20))
-    .fetch_one(&d.db.pool)
+    .fetch_one(pool)
     .await
     .unwrap();
     sqlx::query(
@@ -129,12 +130,12 @@ async fn ai_rows(d: &Dash, a: AccountId, now: DateTime<Utc>) {
     )
     .bind(signal)
     .bind(now - Duration::minutes(20))
-    .execute(&d.db.pool)
+    .execute(pool)
     .await
     .unwrap();
 }
 
-async fn risk_rows(d: &Dash, a: AccountId, now: DateTime<Utc>, cooldown: DateTime<Utc>) {
+async fn risk_rows(pool: &PgPool, a: AccountId, now: DateTime<Utc>, cooldown: DateTime<Utc>) {
     let day = coinpilot::domain::risk::seoul_day(now);
     sqlx::query(
         "INSERT INTO risk_state (account_id, loss_streak, cooldown_until, halted, halted_reason, updated_at)
@@ -143,7 +144,7 @@ async fn risk_rows(d: &Dash, a: AccountId, now: DateTime<Utc>, cooldown: DateTim
     .bind(a.0)
     .bind(cooldown)
     .bind(now)
-    .execute(&d.db.pool)
+    .execute(pool)
     .await
     .unwrap();
     sqlx::query(
@@ -153,7 +154,80 @@ async fn risk_rows(d: &Dash, a: AccountId, now: DateTime<Utc>, cooldown: DateTim
     .bind(a.0)
     .bind(day)
     .bind(now)
-    .execute(&d.db.pool)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// A few hours of a plausible bot for the browser test's screenshot: minute candles on a
+/// drifting price, three round trips (two won, one stopped out), an open position, AI
+/// decisions of both reviewers and today's risk row.
+pub(crate) async fn seed_demo(pool: &PgPool, now: DateTime<Utc>) {
+    let t0 = now - Duration::hours(6);
+    let a = account(pool, t0).await;
+    let price = |m: i64| {
+        let wave = ((m as f64) / 40.0).sin() * 1_200_000.0 + (m as f64) * 2_000.0;
+        Decimal::from(160_000_000i64 + wave as i64)
+    };
+    for m in 0..360 {
+        candle(pool, t0 + Duration::minutes(m), &price(m).to_string()).await;
+    }
+    for (i, (entry, exit, reason)) in [
+        (20, 70, "take_profit"),
+        (130, 150, "stop_loss"),
+        (200, 260, "rsi"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (at, out) = (t0 + Duration::minutes(entry), t0 + Duration::minutes(exit));
+        buy(
+            pool,
+            &order(
+                a,
+                &format!("demo-b{i}"),
+                &price(entry).to_string(),
+                at,
+                "entry",
+            ),
+            "0.002",
+        )
+        .await;
+        sell(
+            pool,
+            &order(
+                a,
+                &format!("demo-s{i}"),
+                &price(exit).to_string(),
+                out,
+                reason,
+            ),
+        )
+        .await;
+    }
+    let at = t0 + Duration::minutes(330);
+    buy(
+        pool,
+        &order(a, "demo-b9", &price(330).to_string(), at, "entry"),
+        "0.0015",
+    )
+    .await;
+    ai_rows(pool, a, now).await;
+    let day = coinpilot::domain::risk::seoul_day(now);
+    sqlx::query("INSERT INTO risk_state (account_id, loss_streak, updated_at) VALUES ($1, 0, $2)")
+        .bind(a.0)
+        .bind(now)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO risk_days (account_id, day, day_start_equity, realized_pnl, entries, created_by, created_at)
+         SELECT $1, $2, 1000000, coalesce(sum(pnl), 0), 4, 'demo', $3 FROM trades WHERE account_id = $1",
+    )
+    .bind(a.0)
+    .bind(day)
+    .bind(now)
+    .execute(pool)
     .await
     .unwrap();
 }
@@ -163,19 +237,33 @@ async fn the_trading_page_shows_the_ledger_positions_trades_curve_decisions_and_
     let d = setup().await;
     let now = d.clock.now();
     let t0 = now - Duration::hours(3);
-    let a = account(&d, t0).await;
+    let a = account(&d.db.pool, t0).await;
     let (b1, s1) = (t0 + Duration::minutes(10), t0 + Duration::minutes(60));
     let b2 = t0 + Duration::minutes(90);
-    let first = buy(&d, &order(a, "buy-1", "100000000", b1, "entry"), "0.005").await;
-    candle(&d, b1, "100000000").await;
-    candle(&d, s1 - Duration::minutes(1), "102000000").await;
-    let exit = sell(&d, &order(a, "sell-1", "102000000", s1, "take_profit")).await;
-    let held = buy(&d, &order(a, "buy-2", "101000000", b2, "entry"), "0.002").await;
+    let first = buy(
+        &d.db.pool,
+        &order(a, "buy-1", "100000000", b1, "entry"),
+        "0.005",
+    )
+    .await;
+    candle(&d.db.pool, b1, "100000000").await;
+    candle(&d.db.pool, s1 - Duration::minutes(1), "102000000").await;
+    let exit = sell(
+        &d.db.pool,
+        &order(a, "sell-1", "102000000", s1, "take_profit"),
+    )
+    .await;
+    let held = buy(
+        &d.db.pool,
+        &order(a, "buy-2", "101000000", b2, "entry"),
+        "0.002",
+    )
+    .await;
     let last_open = now - Duration::minutes(5);
-    candle(&d, last_open, "103000000").await;
-    ai_rows(&d, a, now).await;
+    candle(&d.db.pool, last_open, "103000000").await;
+    ai_rows(&d.db.pool, a, now).await;
     let cooldown = now + Duration::hours(20);
-    risk_rows(&d, a, now, cooldown).await;
+    risk_rows(&d.db.pool, a, now, cooldown).await;
 
     let balance = Decimal::from(1_000_000) - spent(&first) + received(&exit) - spent(&held);
     let value = held.quantity.value() * num("103000000");
@@ -266,19 +354,19 @@ async fn closed_trades_page_with_a_keyset_cursor() {
     let d = setup().await;
     let now = d.clock.now();
     let t0 = now - Duration::days(2);
-    let a = account(&d, t0).await;
+    let a = account(&d.db.pool, t0).await;
     let n = 45;
     for i in 0..n {
         let at = t0 + Duration::minutes(10 * i);
         buy(
-            &d,
+            &d.db.pool,
             &order(a, &format!("b{i}"), "100000000", at, "entry"),
             "0.001",
         )
         .await;
         let exit = at + Duration::minutes(5);
         sell(
-            &d,
+            &d.db.pool,
             &order(a, &format!("s{i}"), "99000000", exit, "stop_loss"),
         )
         .await;
@@ -334,7 +422,7 @@ async fn an_empty_database_renders_the_trading_page() {
     assert!(j["account"].is_null() && j["risk"].is_null());
     assert_eq!(j["positions"].as_array().unwrap().len(), 0);
     // An account with no fill yet: balance only, no curve, no risk row.
-    account(&d, d.clock.now()).await;
+    account(&d.db.pool, d.clock.now()).await;
     let page = send(&d.app, get("/trading", Some(&l.cookie))).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("1,000,000 KRW"));
