@@ -10,12 +10,13 @@ use maud::{html, Markup};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
+use super::actions::WORKFLOW_SCHEDULE_ARGS;
 use super::auth::Session;
 use super::dag;
 use super::dashboard::DashState;
 use super::error::WebError;
 use super::jobs::{pretty, Notice};
-use super::layout::{age, badge, opt_time, page, post_button, time};
+use super::layout::{age, badge, csrf_field, opt_time, page, post_button, time};
 use crate::queue::admin::list_queues;
 use crate::queue::JobState;
 use crate::schedule::store as schedules;
@@ -204,12 +205,28 @@ pub async fn workflows(
     let recent = runs::recent_runs(&st.pool, None, 50).await?;
     let mut defs: Vec<_> = st.workflows.values().collect();
     defs.sort_by(|a, b| a.name.cmp(&b.name));
+    // "Run now" starts with the args the workflow's schedule would pass (editable).
+    let mut args = Vec::with_capacity(defs.len());
+    for d in &defs {
+        let a: Option<serde_json::Value> = sqlx::query_scalar(WORKFLOW_SCHEDULE_ARGS)
+            .bind(&d.name)
+            .fetch_optional(&st.pool)
+            .await?;
+        args.push(a.unwrap_or_else(|| serde_json::json!({})).to_string());
+    }
     let body = html! {
         h1 { "Workflows" }
         div.card {
-            @for d in &defs {
+            @for (d, a) in defs.iter().zip(&args) {
                 div { b { (d.name) } " " span.muted { (d.steps.len()) " steps" } " "
-                    (post_button(&s, &format!("/workflows/{}/run", d.name), "Run now", "primary")) }
+                    @if s.can_act() {
+                        form.inline method="post" action={ "/workflows/" (d.name) "/run" } {
+                            (csrf_field(&s))
+                            input name="args" value=(a) size="28" aria-label="run args (JSON object)";
+                            " " button.primary type="submit" { "Run now" }
+                        }
+                    }
+                }
             }
             @if defs.is_empty() { span.muted { "This process loaded no workflow definition." } }
         }
