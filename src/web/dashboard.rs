@@ -12,6 +12,7 @@ use sqlx::PgPool;
 
 use super::accounts::Account;
 use super::auth::{self, LoginLimiter};
+use super::counts::FinalCounts;
 use super::{actions, jobs, pages, trading_page, OpsState};
 use crate::clock::SharedClock;
 use crate::queue::HandlerRegistry;
@@ -37,6 +38,8 @@ pub struct DashState {
     /// The workflow definitions this process loaded (to run one, or fire its schedule).
     pub workflows: Arc<HashMap<String, WorkflowDef>>,
     pub auth: Arc<AuthConfig>,
+    /// The overview's final-state counts snapshot (`web::counts`).
+    pub final_counts: Arc<FinalCounts>,
 }
 
 impl DashState {
@@ -54,6 +57,7 @@ impl DashState {
             registry,
             workflows: Arc::new(workflows.into_iter().map(|w| (w.name.clone(), w)).collect()),
             auth: Arc::new(auth),
+            final_counts: Arc::default(),
         }
     }
 }

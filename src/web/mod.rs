@@ -6,6 +6,7 @@
 pub mod accounts;
 mod actions;
 pub mod auth;
+pub mod counts;
 mod dag;
 pub mod dashboard;
 mod equity;

@@ -4,6 +4,7 @@
 
 pub(crate) mod actions;
 mod login;
+mod overview;
 pub(crate) mod trading;
 
 use std::net::SocketAddr;
