@@ -7,16 +7,20 @@
 //! is exactly the equity the page shows. A position is valued at the newest 1-minute close
 //! at or before the sample time; before any candle, at its latest fill price. A
 //! `paper reset` is not a fill: the curve before a reset is not the account's history.
-//! Pure functions: the queries that feed them are in `web::trading`.
+//! [`load_curve`] reads what the rebuild needs (snapshot reads, no locks); [`rebuild`],
+//! [`sample_times`] and [`render`] are pure.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use maud::{html, Markup};
 use rust_decimal::Decimal;
 use serde::Serialize;
+use sqlx::PgPool;
 
+use super::error::WebError;
 use super::layout::krw;
+use super::trading::{AccountView, PositionView};
 use crate::domain::indicator_table::to_f64;
 
 /// One fill of the account, as the rebuild needs it.
@@ -99,8 +103,149 @@ pub fn sample_times(start: DateTime<Utc>, end: DateTime<Utc>, n: i32) -> Vec<Dat
     let span = (end - start).num_milliseconds().max(0);
     let n = i64::from(n.max(1));
     (0..=n)
-        .map(|k| start + chrono::Duration::milliseconds(span * k / n))
+        .map(|k| start + Duration::milliseconds(span * k / n))
         .collect()
+}
+
+/// The equity curve covers at most this many days back from now, in [`CURVE_POINTS`]
+/// steps: enough to see a week of the bot, and it reads at most ~43k minute candles per
+/// held market (one range scan of the candles' primary key).
+pub const CURVE_DAYS: i64 = 30;
+pub const CURVE_POINTS: i32 = 120;
+
+/// The account's fills since $2, oldest first (for the equity curve's rebuild). Orders
+/// are the account's (`orders_account_idx`), each joined to its fill by primary key.
+const FILLS_SINCE: &str = "SELECT f.filled_at, o.market, o.side, f.price, f.quantity, f.fee
+ FROM orders o JOIN fills f USING (client_order_id)
+ WHERE o.account_id = $1 AND f.filled_at >= $2
+ ORDER BY f.filled_at, f.client_order_id";
+
+/// The first fill ever, to start the curve where trading started.
+const FIRST_FILL: &str =
+    "SELECT min(f.filled_at) FROM orders o JOIN fills f USING (client_order_id)
+ WHERE o.account_id = $1";
+
+/// The last 1-minute close in each bucket of $4 seconds from $2 to $3, per market in $1,
+/// stamped at the candle's close time: a range scan of the candles' primary key per
+/// market, sorted in memory (a few thousand rows at most).
+const BUCKET_CLOSES: &str =
+    "SELECT DISTINCT ON (market, b) market, open_time + interval '1 minute', close
+ FROM (SELECT market, open_time, close,
+              date_bin(make_interval(secs => $4), open_time, $2) AS b
+       FROM candles
+       WHERE market = ANY($1) AND interval = '1m' AND open_time >= $2 AND open_time < $3) c
+ ORDER BY market, b, open_time DESC";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EquityCurve {
+    /// How the points were made.
+    pub method: &'static str,
+    pub points: Vec<EquityPoint>,
+}
+
+pub const CURVE_METHOD: &str =
+    "balance and positions rebuilt from the fills, valued at the 1-minute candle closes";
+
+/// From the first fill (at most [`CURVE_DAYS`] back) to now; no curve before any fill.
+pub async fn load_curve(
+    pool: &PgPool,
+    account: &AccountView,
+    positions: &[PositionView],
+    now: DateTime<Utc>,
+) -> Result<EquityCurve, WebError> {
+    let empty = EquityCurve {
+        method: CURVE_METHOD,
+        points: Vec::new(),
+    };
+    let first: Option<DateTime<Utc>> = sqlx::query_scalar(FIRST_FILL)
+        .bind(account.id)
+        .fetch_one(pool)
+        .await?;
+    let Some(first) = first else { return Ok(empty) };
+    let start = first.max(now - Duration::days(CURVE_DAYS));
+    if start >= now {
+        return Ok(empty);
+    }
+    let rows: Vec<(DateTime<Utc>, String, String, Decimal, Decimal, Decimal)> =
+        sqlx::query_as(FILLS_SINCE)
+            .bind(account.id)
+            .bind(start)
+            .fetch_all(pool)
+            .await?;
+    let fills: Vec<LedgerFill> = rows
+        .into_iter()
+        .map(|(at, market, side, price, quantity, fee)| LedgerFill {
+            at,
+            market,
+            buy: side == "buy",
+            price,
+            quantity,
+            fee,
+        })
+        .collect();
+    let times = sample_times(start, now, CURVE_POINTS);
+    let prices = price_series(pool, &fills, positions, start, now).await?;
+    let holdings = Holdings {
+        cash: account.balance,
+        quantity: positions
+            .iter()
+            .map(|p| (p.market.clone(), p.quantity))
+            .collect(),
+    };
+    let mut points = rebuild(&holdings, &fills, &prices, &times);
+    // The newest point is the equity the page shows (a position with no candle at cost).
+    if let Some(last) = points.last_mut() {
+        last.equity = account.equity;
+    }
+    Ok(EquityCurve {
+        method: CURVE_METHOD,
+        points,
+    })
+}
+
+/// Candle closes per bucket and the fill prices, per market traded or held.
+async fn price_series(
+    pool: &PgPool,
+    fills: &[LedgerFill],
+    positions: &[PositionView],
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<PriceSeries, WebError> {
+    let mut markets: Vec<String> = fills.iter().map(|f| f.market.clone()).collect();
+    markets.extend(positions.iter().map(|p| p.market.clone()));
+    markets.sort();
+    markets.dedup();
+    let bucket_secs = ((now - start).num_seconds() as f64 / f64::from(CURVE_POINTS)).max(60.0);
+    let closes: Vec<(String, DateTime<Utc>, Decimal)> = sqlx::query_as(BUCKET_CLOSES)
+        .bind(&markets)
+        .bind(start)
+        .bind(now)
+        .bind(bucket_secs)
+        .fetch_all(pool)
+        .await?;
+    let mut series: PriceSeries = HashMap::new();
+    // Pushed lowest priority first: the sort is stable, so at equal times a fill's price
+    // wins over a close, and both over a held position's entry price (the last resort, for
+    // a position bought before the window with no candle since).
+    for p in positions {
+        series
+            .entry(p.market.clone())
+            .or_default()
+            .push((p.entry_time.min(start), p.entry_price));
+    }
+    for (m, t, c) in closes {
+        series.entry(m).or_default().push((t, c));
+    }
+    for f in fills {
+        series
+            .entry(f.market.clone())
+            .or_default()
+            .push((f.at, f.price));
+    }
+    for s in series.values_mut() {
+        s.sort_by_key(|(t, _)| *t);
+    }
+    Ok(series)
 }
 
 const W: f64 = 900.0;

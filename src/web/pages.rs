@@ -20,7 +20,6 @@ use super::dashboard::DashState;
 use super::error::WebError;
 use super::jobs::{pretty, Notice};
 use super::layout::{age, badge, csrf_field, opt_time, page, post_button, time};
-use crate::queue::admin::list_queues;
 use crate::queue::JobState;
 use crate::schedule::store as schedules;
 use crate::workflow::store as runs;
@@ -53,6 +52,8 @@ pub struct Overview {
 const LAST_HOUR: &str = "SELECT count(*) FILTER (WHERE state = 'completed') AS completed,
         count(*) FILTER (WHERE state = 'discarded') AS discarded
  FROM jobs WHERE state IN ('completed', 'discarded', 'cancelled') AND finished_at >= $1";
+/// Queues with a switch row (a queue without one is active), by primary key.
+const QUEUE_SWITCHES: &str = "SELECT name, paused FROM queues";
 /// Oldest due job per queue, through `jobs_claim_idx`.
 const OLDEST: &str = "SELECT queue, min(run_at) AS oldest FROM jobs
  WHERE state = 'available' AND run_at <= $1 GROUP BY queue";
@@ -62,12 +63,14 @@ pub async fn load_overview(
     counts: &Arc<FinalCounts>,
     now: DateTime<Utc>,
 ) -> Result<Overview, WebError> {
-    let mut queues: Vec<QueueRow> = list_queues(pool, now)
-        .await?
+    // The queue switches only: the counts come from `web::counts` (`admin::list_queues`
+    // counts live jobs with an `IN` the planner answers with a full scan at 1M rows).
+    let switches: Vec<(String, bool)> = sqlx::query_as(QUEUE_SWITCHES).fetch_all(pool).await?;
+    let mut queues: Vec<QueueRow> = switches
         .into_iter()
-        .map(|q| QueueRow {
-            queue: q.name,
-            paused: q.paused,
+        .map(|(queue, paused)| QueueRow {
+            queue,
+            paused,
             counts: vec![0; JobState::ALL.len()],
             oldest_available_secs: None,
         })

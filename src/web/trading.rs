@@ -7,14 +7,12 @@
 //! (`web::trading_page`), `/api/trading` serves it as JSON (amounts as exact decimal
 //! strings).
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::equity::{self, EquityPoint, Holdings, LedgerFill, PriceSeries};
+use super::equity::{self, EquityCurve, CURVE_METHOD};
 use super::error::WebError;
 use crate::domain::risk::seoul_day;
 
@@ -22,12 +20,6 @@ use crate::domain::risk::seoul_day;
 pub const TRADES_PAGE: i64 = 20;
 /// AI decisions shown, newest first.
 pub const AI_DECISIONS_SHOWN: i64 = 20;
-/// The equity curve covers at most this many days back from now, in [`CURVE_POINTS`]
-/// steps: enough to see a week of the bot, and it reads at most ~43k minute candles per
-/// held market (one range scan of the candles' primary key).
-pub const CURVE_DAYS: i64 = 30;
-pub const CURVE_POINTS: i32 = 120;
-
 /// The account, through its unique name.
 const ACCOUNT: &str = "SELECT id, name, balance, created_at FROM accounts WHERE name = $1";
 
@@ -56,29 +48,6 @@ const TRADES: &str = "SELECT id, market, entry_time, entry_price, exit_time, exi
 const TRADE_TOTALS: &str = "SELECT count(*), coalesce(sum(pnl), 0),
         count(*) FILTER (WHERE pnl > 0), count(*) FILTER (WHERE pnl < 0)
  FROM trades WHERE account_id = $1";
-
-/// The account's fills since $2, oldest first (for the equity curve's rebuild). Orders
-/// are the account's (`orders_account_idx`), each joined to its fill by primary key.
-const FILLS_SINCE: &str = "SELECT f.filled_at, o.market, o.side, f.price, f.quantity, f.fee
- FROM orders o JOIN fills f USING (client_order_id)
- WHERE o.account_id = $1 AND f.filled_at >= $2
- ORDER BY f.filled_at, f.client_order_id";
-
-/// The first fill ever, to start the curve where trading started.
-const FIRST_FILL: &str =
-    "SELECT min(f.filled_at) FROM orders o JOIN fills f USING (client_order_id)
- WHERE o.account_id = $1";
-
-/// The last 1-minute close in each bucket of $4 seconds from $2 to $3, per market in $1,
-/// stamped at the candle's close time: a range scan of the candles' primary key per
-/// market, sorted in memory (a few thousand rows at most).
-const BUCKET_CLOSES: &str =
-    "SELECT DISTINCT ON (market, b) market, open_time + interval '1 minute', close
- FROM (SELECT market, open_time, close,
-              date_bin(make_interval(secs => $4), open_time, $2) AS b
-       FROM candles
-       WHERE market = ANY($1) AND interval = '1m' AND open_time >= $2 AND open_time < $3) c
- ORDER BY market, b, open_time DESC";
 
 /// The newest AI decisions (`ai_decisions_decided_idx`, backwards).
 const AI_DECISIONS: &str = "SELECT id, decided_at, kind, market, provider, model, verdict,
@@ -152,16 +121,6 @@ pub struct TradePage {
     pub next: Option<String>,
     pub totals: TradeTotals,
 }
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EquityCurve {
-    /// How the points were made.
-    pub method: &'static str,
-    pub points: Vec<EquityPoint>,
-}
-
-pub const CURVE_METHOD: &str =
-    "balance and positions rebuilt from the fills, valued at the 1-minute candle closes";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AiDecisionView {
@@ -291,7 +250,7 @@ pub async fn load(
         unrealized_pnl: positions.iter().filter_map(|p| p.unrealized_pnl).sum(),
         created_at,
     };
-    let curve = equity_curve(pool, &account, &positions, now).await?;
+    let curve = equity::load_curve(pool, &account, &positions, now).await?;
     Ok(Trading {
         at: now,
         trades: trades(pool, id, cursor).await?,
@@ -411,108 +370,6 @@ async fn trades(
             losses,
         },
     })
-}
-
-/// From the first fill (at most [`CURVE_DAYS`] back) to now; no curve before any fill.
-async fn equity_curve(
-    pool: &PgPool,
-    account: &AccountView,
-    positions: &[PositionView],
-    now: DateTime<Utc>,
-) -> Result<EquityCurve, WebError> {
-    let empty = EquityCurve {
-        method: CURVE_METHOD,
-        points: Vec::new(),
-    };
-    let first: Option<DateTime<Utc>> = sqlx::query_scalar(FIRST_FILL)
-        .bind(account.id)
-        .fetch_one(pool)
-        .await?;
-    let Some(first) = first else { return Ok(empty) };
-    let start = first.max(now - Duration::days(CURVE_DAYS));
-    if start >= now {
-        return Ok(empty);
-    }
-    let rows: Vec<(DateTime<Utc>, String, String, Decimal, Decimal, Decimal)> =
-        sqlx::query_as(FILLS_SINCE)
-            .bind(account.id)
-            .bind(start)
-            .fetch_all(pool)
-            .await?;
-    let fills: Vec<LedgerFill> = rows
-        .into_iter()
-        .map(|(at, market, side, price, quantity, fee)| LedgerFill {
-            at,
-            market,
-            buy: side == "buy",
-            price,
-            quantity,
-            fee,
-        })
-        .collect();
-    let times = equity::sample_times(start, now, CURVE_POINTS);
-    let prices = price_series(pool, &fills, positions, start, now).await?;
-    let holdings = Holdings {
-        cash: account.balance,
-        quantity: positions
-            .iter()
-            .map(|p| (p.market.clone(), p.quantity))
-            .collect(),
-    };
-    let mut points = equity::rebuild(&holdings, &fills, &prices, &times);
-    // The newest point is the equity the page shows (a position with no candle at cost).
-    if let Some(last) = points.last_mut() {
-        last.equity = account.equity;
-    }
-    Ok(EquityCurve {
-        method: CURVE_METHOD,
-        points,
-    })
-}
-
-/// Candle closes per bucket and the fill prices, per market traded or held.
-async fn price_series(
-    pool: &PgPool,
-    fills: &[LedgerFill],
-    positions: &[PositionView],
-    start: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<PriceSeries, WebError> {
-    let mut markets: Vec<String> = fills.iter().map(|f| f.market.clone()).collect();
-    markets.extend(positions.iter().map(|p| p.market.clone()));
-    markets.sort();
-    markets.dedup();
-    let bucket_secs = ((now - start).num_seconds() as f64 / f64::from(CURVE_POINTS)).max(60.0);
-    let closes: Vec<(String, DateTime<Utc>, Decimal)> = sqlx::query_as(BUCKET_CLOSES)
-        .bind(&markets)
-        .bind(start)
-        .bind(now)
-        .bind(bucket_secs)
-        .fetch_all(pool)
-        .await?;
-    let mut series: PriceSeries = HashMap::new();
-    // Pushed lowest priority first: the sort is stable, so at equal times a fill's price
-    // wins over a close, and both over a held position's entry price (the last resort, for
-    // a position bought before the window with no candle since).
-    for p in positions {
-        series
-            .entry(p.market.clone())
-            .or_default()
-            .push((p.entry_time.min(start), p.entry_price));
-    }
-    for (m, t, c) in closes {
-        series.entry(m).or_default().push((t, c));
-    }
-    for f in fills {
-        series
-            .entry(f.market.clone())
-            .or_default()
-            .push((f.at, f.price));
-    }
-    for s in series.values_mut() {
-        s.sort_by_key(|(t, _)| *t);
-    }
-    Ok(series)
 }
 
 type AiRow = (
