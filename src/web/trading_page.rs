@@ -135,7 +135,10 @@ fn positions_table(ps: &[PositionView]) -> Markup {
 }
 
 fn trades_table(tp: &TradePage, q: &TradingQuery) -> Markup {
-    let account = q.account_name();
+    // The account name is the person's input: encoded, not pasted, into the links.
+    let account = form_urlencoded::Serializer::new(String::new())
+        .append_pair("account", q.account_name())
+        .finish();
     html! {
         div.tbl { table {
             thead { tr { th { "market" } th { "entry" } th { "exit" } th.num { "quantity" }
@@ -154,8 +157,8 @@ fn trades_table(tp: &TradePage, q: &TradingQuery) -> Markup {
             }
         } }
         p {
-            @if !q.trades_before.trim().is_empty() { a.btn href={ "/trading?account=" (account) } { "Newest" } " " }
-            @if let Some(n) = &tp.next { a.btn href={ "/trading?account=" (account) "&trades_before=" (n) } { "Older trades →" } }
+            @if !q.trades_before.trim().is_empty() { a.btn href={ "/trading?" (account) } { "Newest" } " " }
+            @if let Some(n) = &tp.next { a.btn href={ "/trading?" (account) "&trades_before=" (n) } { "Older trades →" } }
         }
     }
 }

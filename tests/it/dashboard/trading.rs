@@ -402,7 +402,13 @@ async fn closed_trades_page_with_a_keyset_cursor() {
     // The HTML page links to the older page with the same cursor.
     let page = send(&d.app, get("/trading", Some(&l.cookie))).await;
     assert!(page.body.contains("Older trades"));
-    assert!(page.body.contains("&amp;trades_before="));
+    assert!(page
+        .body
+        .contains("/trading?account=paper&amp;trades_before="));
+    // Another account's name travels encoded in the links, and shows escaped.
+    let r = send(&d.app, get("/trading?account=a%26b%3Cc", Some(&l.cookie))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("a&amp;b&lt;c"), "{}", r.body);
     let r = send(&d.app, get("/trading?trades_before=junk", Some(&l.cookie))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("trades_before"));
