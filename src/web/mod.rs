@@ -9,7 +9,7 @@ pub mod auth;
 pub mod counts;
 mod dag;
 pub mod dashboard;
-mod equity;
+pub mod equity;
 pub mod error;
 pub mod jobs;
 mod layout;
