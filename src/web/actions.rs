@@ -249,17 +249,58 @@ pub async fn run_action(
     Ok(back(&format!("/workflows/runs/{id}"), &msg))
 }
 
+/// The "Run now" form: the run's args as a JSON object; empty means "what the schedule
+/// would pass".
+#[derive(Debug, Default, Deserialize)]
+pub struct RunForm {
+    #[serde(default)]
+    pub args: String,
+}
+
+/// The args of the (first by name) schedule that starts workflow `$1`; a plain read by
+/// the `schedules` primary key order, no lock (a schedule edited meanwhile is a race the
+/// person clicking wins either way).
+pub const WORKFLOW_SCHEDULE_ARGS: &str = "SELECT args FROM schedules
+ WHERE target_type = 'workflow' AND target = $1 ORDER BY name LIMIT 1";
+
+/// A manual run's args: the form's JSON object, else the workflow's schedule's args (so
+/// "Run now" of `trade-cycle` gets its `market` and `unit`, as the schedule's fire would),
+/// else `{}`.
+async fn manual_run_args(
+    pool: &sqlx::PgPool,
+    workflow: &str,
+    given: &str,
+) -> Result<serde_json::Value, WebError> {
+    if !given.trim().is_empty() {
+        let v: serde_json::Value = serde_json::from_str(given)
+            .map_err(|e| WebError::BadRequest(format!("args is not valid JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(WebError::BadRequest(
+                "args must be a JSON object, like {\"market\": \"KRW-BTC\"}".into(),
+            ));
+        }
+        return Ok(v);
+    }
+    let scheduled: Option<serde_json::Value> = sqlx::query_scalar(WORKFLOW_SCHEDULE_ARGS)
+        .bind(workflow)
+        .fetch_optional(pool)
+        .await?;
+    Ok(scheduled.unwrap_or_else(|| serde_json::json!({})))
+}
+
 pub async fn start_workflow(
     State(st): State<DashState>,
     Extension(s): Extension<Session>,
     Path(name): Path<String>,
+    Form(form): Form<RunForm>,
 ) -> Result<Redirect, WebError> {
     let def = st.workflows.get(&name).ok_or(WebError::NotFound)?;
+    let args = manual_run_args(&st.pool, &name, &form.args).await?;
     let by = s.actor();
     let mut tx = st.pool.begin().await?;
     let run = st
         .engine
-        .start_run(&mut tx, def, serde_json::json!({}), &by, st.clock.now())
+        .start_run(&mut tx, def, args, &by, st.clock.now())
         .await?;
     tx.commit().await?;
     tracing::info!(by = %by, workflow = %name, run, "dashboard started a workflow run");

@@ -8,6 +8,9 @@
 //! - Roles: only `admin` may POST (except `/logout`); `viewer` gets 403.
 //! - Rate limit: [`MAX_FAILURES`] failed logins per client address per minute, then 429
 //!   (the peer's address, or behind a trusted proxy the last `X-Forwarded-For` entry).
+//! - Login form: its own CSRF token (double submit: a hidden field and a `SameSite=Strict`
+//!   cookie on `/login`), so another site cannot log a browser in; an unknown username
+//!   costs the same argon2 verify as a known one ([`login_target`]).
 //!
 //! Without a session, HTML pages redirect to `/login` (303) and `/api/…` answers 401.
 
@@ -27,12 +30,17 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 
-use super::accounts::{random_hex, Role};
+use super::accounts::{random_hex, Account, Role};
 use super::dashboard::DashState;
 use super::error::WebError;
 use super::layout;
 
 pub const COOKIE: &str = "coinpilot_session";
+/// The login form's token, also sent as this cookie (scoped to `/login`); a login POST
+/// whose `csrf` field does not match it is refused (403).
+pub const LOGIN_CSRF_COOKIE: &str = "coinpilot_login_csrf";
+/// How long a login form stays usable.
+const LOGIN_FORM_SECS: i64 = 3600;
 pub const SESSION_HOURS: i64 = 12;
 pub const MAX_FAILURES: usize = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
@@ -243,10 +251,13 @@ pub struct LoginForm {
     pub username: String,
     #[serde(default)]
     pub password: String,
+    /// The login page's form token (see [`LOGIN_CSRF_COOKIE`]).
+    #[serde(default)]
+    pub csrf: String,
 }
 
-pub async fn login_page() -> Html<String> {
-    Html(layout::login_page(None).into_string())
+pub async fn login_page(State(st): State<DashState>) -> Result<Response, WebError> {
+    login_form(&st, StatusCode::OK, None)
 }
 
 /// The client's address: the peer's, or with `trust_forwarded_for` the last address in
@@ -280,31 +291,85 @@ pub async fn login(
     if st.auth.limiter.blocked(ip) {
         return Err(WebError::RateLimited);
     }
-    let account = st
-        .auth
-        .accounts
-        .iter()
-        .find(|a| a.username == form.username);
-    let ok = match account {
+    let expected = cookie_value(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    // The form must come from our own login page (login CSRF: another site must not log a
+    // browser into an account of its choosing). Checked before the costly verify.
+    if expected.is_empty() || !constant_time_eq(form.csrf.as_bytes(), expected.as_bytes()) {
+        tracing::info!(client = %ip, "dashboard login refused: no valid login form token");
+        return login_form(
+            &st,
+            StatusCode::FORBIDDEN,
+            Some("The login form expired or came from elsewhere; please log in again."),
+        );
+    }
+    let (target, known) = login_target(&st.auth.accounts, &form.username)
+        .map_or((None, false), |(a, k)| (Some(a), k));
+    // An unknown name still pays for one argon2 verify (against a real account's hash,
+    // the result thrown away), so the answer's timing does not tell which names exist.
+    let verified = match target {
         Some(a) => a.verify(form.password).await,
         None => false,
     };
-    let Some(account) = account.filter(|_| ok) else {
+    let Some(account) = target.filter(|_| known && verified) else {
         st.auth.limiter.record_failure(ip);
         // The username is not a secret; the password is never logged.
         tracing::warn!(username = %form.username, client = %ip, "dashboard login failed");
-        let page = layout::login_page(Some("Wrong username or password."));
-        return Ok((StatusCode::UNAUTHORIZED, Html(page.into_string())).into_response());
+        return login_form(
+            &st,
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong username or password."),
+        );
     };
     let token = create_session(&st.pool, &account.username, account.role, st.clock.now()).await?;
     tracing::info!(username = %account.username, client = %ip, "dashboard login");
     let cookie = set_cookie(&token, SESSION_HOURS * 3600, st.auth.secure_cookies);
-    Ok(with_cookie(Redirect::to("/").into_response(), &cookie))
+    let resp = with_cookie(Redirect::to("/").into_response(), &cookie);
+    // The login form's token has served; a new form gets a new one.
+    let spent = login_csrf_cookie("", 0, st.auth.secure_cookies);
+    Ok(with_cookie(resp, &spent))
+}
+
+/// The account a login attempt verifies against, and whether it is the one named: every
+/// name is compared (in constant time each, no early exit); an unknown name gets the first
+/// account as a decoy, whose hash has the very parameters a real verify pays for. `None`
+/// only when no account is configured at all.
+pub fn login_target<'a>(accounts: &'a [Account], username: &str) -> Option<(&'a Account, bool)> {
+    let mut named = None;
+    for a in accounts {
+        if constant_time_eq(a.username.as_bytes(), username.as_bytes()) {
+            named = Some(a);
+        }
+    }
+    match named {
+        Some(a) => Some((a, true)),
+        None => accounts.first().map(|a| (a, false)),
+    }
+}
+
+fn login_csrf_cookie(value: &str, max_age: i64, secure: bool) -> String {
+    format!(
+        "{LOGIN_CSRF_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/login; Max-Age={max_age}{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The login page with a fresh form token, in the form and in its cookie (double submit:
+/// a cross-site form has neither our cookie, which is SameSite=Strict, nor its value).
+fn login_form(
+    st: &DashState,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Result<Response, WebError> {
+    let token = random_hex(32).map_err(|e| WebError::Internal(e.to_string()))?;
+    let page = layout::login_page(error, &token);
+    let resp = (status, Html(page.into_string())).into_response();
+    let cookie = login_csrf_cookie(&token, LOGIN_FORM_SECS, st.auth.secure_cookies);
+    Ok(with_cookie(resp, &cookie))
 }
 
 fn with_cookie(mut resp: Response, cookie: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(cookie) {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
+        resp.headers_mut().append(header::SET_COOKIE, v);
     }
     resp
 }

@@ -12,7 +12,8 @@ use sqlx::PgPool;
 
 use super::accounts::Account;
 use super::auth::{self, LoginLimiter};
-use super::{actions, jobs, pages, OpsState};
+use super::counts::FinalCounts;
+use super::{actions, jobs, pages, trading_page, OpsState};
 use crate::clock::SharedClock;
 use crate::queue::HandlerRegistry;
 use crate::workflow::{WorkflowDef, WorkflowEngine};
@@ -37,6 +38,8 @@ pub struct DashState {
     /// The workflow definitions this process loaded (to run one, or fire its schedule).
     pub workflows: Arc<HashMap<String, WorkflowDef>>,
     pub auth: Arc<AuthConfig>,
+    /// The overview's final-state counts snapshot (`web::counts`).
+    pub final_counts: Arc<FinalCounts>,
 }
 
 impl DashState {
@@ -54,6 +57,7 @@ impl DashState {
             registry,
             workflows: Arc::new(workflows.into_iter().map(|w| (w.name.clone(), w)).collect()),
             auth: Arc::new(auth),
+            final_counts: Arc::default(),
         }
     }
 }
@@ -74,7 +78,8 @@ pub fn dashboard_router(state: DashState) -> Router {
         .route("/workflows/runs/{id}", get(pages::run_detail))
         .route("/workflows/runs/{id}/{action}", post(actions::run_action))
         .route("/workflows/{name}/run", post(actions::start_workflow))
-        .route("/trading", get(pages::trading))
+        .route("/trading", get(trading_page::trading_page))
+        .route("/api/trading", get(trading_page::trading_json))
         .route("/logout", post(auth::logout))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
+use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::auth::Session;
 
@@ -15,12 +16,12 @@ header a{color:#cfd6e4;text-decoration:none}header a.on{color:#fff;font-weight:6
 header form{margin-left:auto}main{max-width:1200px;margin:0 auto;padding:1rem}
 h1{font-size:1.35rem;margin:.2rem 0 1rem}h2{font-size:1.1rem;margin:1.4rem 0 .6rem}
 .card{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:.8rem 1rem;margin-bottom:1rem}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:.8rem}
-.stat b{display:block;font-size:1.5rem}.stat span{color:#5b6475;font-size:.85rem}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:.8rem;margin-bottom:1rem}.grid>.card{margin-bottom:0}
+.stat b{display:block;font-size:1.5rem}.stat.sm b{font-size:1.15rem}.stat span{color:#5b6475;font-size:.85rem}
 .tbl{overflow-x:auto}table{border-collapse:collapse;width:100%;background:#fff}
 th,td{text-align:left;padding:.4rem .55rem;border-bottom:1px solid #eceef2;vertical-align:top}
 th{font-size:.8rem;text-transform:uppercase;color:#5b6475;letter-spacing:.03em}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#f0f2f5;padding:.6rem;border-radius:6px;overflow-x:auto;white-space:pre-wrap;word-break:break-word;margin:.3rem 0}
 .b{display:inline-block;padding:.05rem .45rem;border-radius:999px;font-size:.8rem;background:#e6e9ef}
 .s-completed,.s-succeeded,.s-active{background:#d8f3e1;color:#17643a}.s-running{background:#dbe8ff;color:#1d4fb8}
@@ -110,6 +111,49 @@ pub fn opt_time(t: Option<DateTime<Utc>>) -> String {
     t.map(time).unwrap_or_else(|| "—".into())
 }
 
+/// Won with thousands separators, to 2 decimals at most ("1,234,567.51 KRW"): fees make
+/// fractions of a won, and hiding them would make the page disagree with the ledger.
+pub fn krw(d: Decimal) -> String {
+    let rounded = d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    format!("{} KRW", group_thousands(rounded.normalize()))
+}
+
+/// [`krw`] with an explicit sign, for PnL ("+1,200 KRW"; losses keep their "-").
+pub fn signed_krw(d: Decimal) -> String {
+    let s = krw(d);
+    if d > Decimal::ZERO {
+        format!("+{s}")
+    } else {
+        s
+    }
+}
+
+/// A quantity or price as stored, trailing zeros dropped, the integer part grouped.
+pub fn decimal(d: Decimal) -> String {
+    group_thousands(d.normalize())
+}
+
+fn group_thousands(d: Decimal) -> String {
+    let text = d.to_string();
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text.as_str()),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let mut grouped = String::with_capacity(int.len() + int.len() / 3);
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if frac.is_empty() {
+        format!("{sign}{grouped}")
+    } else {
+        format!("{sign}{grouped}.{frac}")
+    }
+}
+
 /// "3m 20s": short ages for the overview.
 pub fn age(secs: i64) -> String {
     match secs {
@@ -120,7 +164,8 @@ pub fn age(secs: i64) -> String {
     }
 }
 
-pub fn login_page(error: Option<&str>) -> Markup {
+/// The login form; `csrf` is the form's token (its twin is in the login cookie).
+pub fn login_page(error: Option<&str>, csrf: &str) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -131,6 +176,7 @@ pub fn login_page(error: Option<&str>) -> Markup {
                         h1 { "CoinPilot" }
                         @if let Some(e) = error { div.notice role="alert" { (e) } }
                         form method="post" action="/login" {
+                            input type="hidden" name="csrf" value=(csrf);
                             label for="username" { "Username" }
                             input id="username" name="username" value="admin" autocomplete="username";
                             label for="password" { "Password" }
@@ -161,5 +207,29 @@ pub fn error_page(status: StatusCode, message: &str) -> Markup {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decimal, krw, signed_krw};
+    use rust_decimal::Decimal;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn won_are_grouped_and_rounded_to_two_decimals() {
+        assert_eq!(krw(d("1000000")), "1,000,000 KRW");
+        assert_eq!(krw(d("1234567.505")), "1,234,567.51 KRW");
+        assert_eq!(krw(d("-999.999")), "-1,000 KRW");
+        assert_eq!(krw(d("0.00")), "0 KRW");
+        assert_eq!(krw(d("123")), "123 KRW");
+        assert_eq!(signed_krw(d("1200")), "+1,200 KRW");
+        assert_eq!(signed_krw(d("-3.5")), "-3.5 KRW");
+        assert_eq!(signed_krw(Decimal::ZERO), "0 KRW");
+        assert_eq!(decimal(d("0.00312500")), "0.003125");
+        assert_eq!(decimal(d("160123000.0")), "160,123,000");
     }
 }

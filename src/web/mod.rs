@@ -6,12 +6,16 @@
 pub mod accounts;
 mod actions;
 pub mod auth;
+pub mod counts;
 mod dag;
 pub mod dashboard;
+pub mod equity;
 pub mod error;
 pub mod jobs;
 mod layout;
 mod pages;
+pub mod trading;
+mod trading_page;
 
 pub use dashboard::{app, dashboard_router, AuthConfig, DashState};
 

@@ -1,5 +1,7 @@
 //! The read-only pages besides jobs: overview (and its JSON twin under `/api/`),
-//! schedules, workflows and a run's DAG, and the trading placeholder.
+//! schedules, workflows and a run's DAG (trading is `trading_page`).
+
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -10,13 +12,14 @@ use maud::{html, Markup};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
+use super::actions::WORKFLOW_SCHEDULE_ARGS;
 use super::auth::Session;
+use super::counts::FinalCounts;
 use super::dag;
 use super::dashboard::DashState;
 use super::error::WebError;
 use super::jobs::{pretty, Notice};
-use super::layout::{age, badge, opt_time, page, post_button, time};
-use crate::queue::admin::list_queues;
+use super::layout::{age, badge, csrf_field, opt_time, page, post_button, time};
 use crate::queue::JobState;
 use crate::schedule::store as schedules;
 use crate::workflow::store as runs;
@@ -40,27 +43,34 @@ pub struct Overview {
     pub completed_last_hour: i64,
     pub discarded_last_hour: i64,
     pub workers_alive: Vec<String>,
+    /// When the completed/discarded/cancelled counts were taken (`None`: exact, now); see
+    /// `web::counts`.
+    pub final_counts_as_of: Option<DateTime<Utc>>,
 }
 
-/// Counts by (queue, state): one (parallel) pass over the table, the price of exact numbers
-/// (~0.4 s at 1M rows on 2 cores). Grouped on the enum and cast after, not per row.
-const COUNTS: &str = "SELECT queue, state::text AS state, n
- FROM (SELECT queue, state, count(*) AS n FROM jobs GROUP BY 1, 2) c";
 /// Finished in the last hour, through `jobs_finished_idx`.
 const LAST_HOUR: &str = "SELECT count(*) FILTER (WHERE state = 'completed') AS completed,
         count(*) FILTER (WHERE state = 'discarded') AS discarded
  FROM jobs WHERE state IN ('completed', 'discarded', 'cancelled') AND finished_at >= $1";
+/// Queues with a switch row (a queue without one is active), by primary key.
+const QUEUE_SWITCHES: &str = "SELECT name, paused FROM queues";
 /// Oldest due job per queue, through `jobs_claim_idx`.
 const OLDEST: &str = "SELECT queue, min(run_at) AS oldest FROM jobs
  WHERE state = 'available' AND run_at <= $1 GROUP BY queue";
 
-pub async fn load_overview(pool: &PgPool, now: DateTime<Utc>) -> Result<Overview, WebError> {
-    let mut queues: Vec<QueueRow> = list_queues(pool, now)
-        .await?
+pub async fn load_overview(
+    pool: &PgPool,
+    counts: &Arc<FinalCounts>,
+    now: DateTime<Utc>,
+) -> Result<Overview, WebError> {
+    // The queue switches only: the counts come from `web::counts` (`admin::list_queues`
+    // counts live jobs with an `IN` the planner answers with a full scan at 1M rows).
+    let switches: Vec<(String, bool)> = sqlx::query_as(QUEUE_SWITCHES).fetch_all(pool).await?;
+    let mut queues: Vec<QueueRow> = switches
         .into_iter()
-        .map(|q| QueueRow {
-            queue: q.name,
-            paused: q.paused,
+        .map(|(queue, paused)| QueueRow {
+            queue,
+            paused,
             counts: vec![0; JobState::ALL.len()],
             oldest_available_secs: None,
         })
@@ -80,8 +90,8 @@ pub async fn load_overview(pool: &PgPool, now: DateTime<Utc>) -> Result<Overview
         };
         &mut qs[i]
     }
-    for r in sqlx::query(COUNTS).fetch_all(pool).await? {
-        let (q, st, n): (String, String, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+    let counts = counts.load(pool, now).await?;
+    for (q, st, n) in counts.rows {
         if let Some(i) = JobState::ALL.iter().position(|s| s.as_str() == st) {
             slot(&mut queues, &q).counts[i] = n;
         }
@@ -105,11 +115,12 @@ pub async fn load_overview(pool: &PgPool, now: DateTime<Utc>) -> Result<Overview
         completed_last_hour: hour.try_get("completed")?,
         discarded_last_hour: hour.try_get("discarded")?,
         workers_alive,
+        final_counts_as_of: counts.final_as_of,
     })
 }
 
 pub async fn overview_json(State(st): State<DashState>) -> Result<Response, WebError> {
-    let o = load_overview(&st.pool, st.clock.now()).await?;
+    let o = load_overview(&st.pool, &st.final_counts, st.clock.now()).await?;
     let body = serde_json::to_string(&o).map_err(|e| WebError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
@@ -119,7 +130,7 @@ pub async fn overview(
     Extension(s): Extension<Session>,
     Query(n): Query<Notice>,
 ) -> Result<Html<String>, WebError> {
-    let o = load_overview(&st.pool, st.clock.now()).await?;
+    let o = load_overview(&st.pool, &st.final_counts, st.clock.now()).await?;
     let body = html! {
         h1 { "Overview" }
         div.grid {
@@ -133,6 +144,11 @@ pub async fn overview(
                 th { "oldest due" } th { "" } } }
             tbody { @for q in &o.queues { (queue_row(&s, q)) } }
         } }
+        @if let Some(at) = o.final_counts_as_of {
+            p.muted { small { "Completed, discarded and cancelled counts as of " (time(at))
+                " UTC (on a table this large they are refreshed every "
+                (st.final_counts.refresh_every().as_secs()) " s, not per page view)." } }
+        }
         h2 { "Workers alive" }
         p { @for w in &o.workers_alive { span.b { (w) } " " }
             @if o.workers_alive.is_empty() { span.muted { "None in the last two minutes." } } }
@@ -204,12 +220,28 @@ pub async fn workflows(
     let recent = runs::recent_runs(&st.pool, None, 50).await?;
     let mut defs: Vec<_> = st.workflows.values().collect();
     defs.sort_by(|a, b| a.name.cmp(&b.name));
+    // "Run now" starts with the args the workflow's schedule would pass (editable).
+    let mut args = Vec::with_capacity(defs.len());
+    for d in &defs {
+        let a: Option<serde_json::Value> = sqlx::query_scalar(WORKFLOW_SCHEDULE_ARGS)
+            .bind(&d.name)
+            .fetch_optional(&st.pool)
+            .await?;
+        args.push(a.unwrap_or_else(|| serde_json::json!({})).to_string());
+    }
     let body = html! {
         h1 { "Workflows" }
         div.card {
-            @for d in &defs {
+            @for (d, a) in defs.iter().zip(&args) {
                 div { b { (d.name) } " " span.muted { (d.steps.len()) " steps" } " "
-                    (post_button(&s, &format!("/workflows/{}/run", d.name), "Run now", "primary")) }
+                    @if s.can_act() {
+                        form.inline method="post" action={ "/workflows/" (d.name) "/run" } {
+                            (csrf_field(&s))
+                            input name="args" value=(a) size="28" aria-label="run args (JSON object)";
+                            " " button.primary type="submit" { "Run now" }
+                        }
+                    }
+                }
             }
             @if defs.is_empty() { span.muted { "This process loaded no workflow definition." } }
         }
@@ -266,18 +298,6 @@ pub async fn run_detail(
     Ok(Html(
         page(&format!("Run {id}"), "workflows", &s, notice, body).into_string(),
     ))
-}
-
-pub async fn trading(Extension(s): Extension<Session>) -> Html<String> {
-    let body = html! {
-        h1 { "Trading" }
-        div.card {
-            p { "Trading state arrives with the trading bot: positions, trades, the equity curve, "
-                "AI decisions with their confidence and reasoning, and the risk state (cooldown, "
-                "daily PnL, loss streak) will be shown here once the bot's tables exist." }
-        }
-    };
-    Html(page("Trading", "trading", &s, None, body).into_string())
 }
 
 pub async fn not_found() -> Response {

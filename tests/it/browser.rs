@@ -172,6 +172,7 @@ async fn a_browser_logs_in_retries_a_discarded_job_pauses_a_schedule_and_runs_a_
         .await
         .unwrap();
     drop(conn);
+    crate::dashboard::trading::seed_demo(&db.pool, clock.now()).await;
     let reg = registry();
     let auth = AuthConfig {
         accounts: vec![Account::from_password("admin", Role::Admin, PASSWORD).unwrap()],
@@ -265,6 +266,11 @@ async fn a_browser_logs_in_retries_a_discarded_job_pauses_a_schedule_and_runs_a_
     c.goto(&format!("{base}/workflows")).await.unwrap();
     shot(&c, "workflows").await;
     c.goto(&format!("{base}/trading")).await.unwrap();
+    let src = c.source().await.unwrap();
+    assert!(
+        src.contains("equity curve") && src.contains("offline rules"),
+        "{src}"
+    );
     shot(&c, "trading").await;
 
     c.close().await.unwrap();

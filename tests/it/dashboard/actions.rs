@@ -259,3 +259,108 @@ async fn schedules_pause_resume_and_trigger_and_workflows_run_cancel_retry() {
         StatusCode::NOT_FOUND
     );
 }
+
+const NAP: &str = r#"
+name = "nap"
+[[step]]
+id = "sleep"
+job = "sleep"
+"#;
+
+/// `nap` needs `ms`, which only its schedule gives; `tick` enqueues a job with no args.
+const NAP_SCHEDULES: &str = r#"
+[[schedule]]
+name = "nap-hourly"
+cron = "0 0 * * * *"
+workflow = "nap"
+args = { ms = 1 }
+
+[[schedule]]
+name = "tick"
+cron = "0 0 * * * *"
+job = "noop"
+"#;
+
+async fn run_of(d: &Dash, location: Option<String>) -> (i64, serde_json::Value) {
+    let loc = location.expect("a redirect");
+    let run: i64 = loc["/workflows/runs/".len()..]
+        .split('?')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let args = sqlx::query_scalar("SELECT args FROM workflow_runs WHERE id = $1")
+        .bind(run)
+        .fetch_one(&d.db.pool)
+        .await
+        .unwrap();
+    (run, args)
+}
+
+#[tokio::test]
+async fn run_now_passes_the_schedules_args_and_trigger_of_an_argless_job_works() {
+    let reg = registry();
+    let wf =
+        coinpilot::workflow::def::parse(&SourceFile::from_text("workflows/nap.toml", NAP), &reg)
+            .unwrap();
+    let dir = std::env::temp_dir().join(format!("cp-nap-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("s.toml"), NAP_SCHEDULES).unwrap();
+    let defs = coinpilot::schedule::def::load_dir(&dir, &reg, std::slice::from_ref(&wf)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let d = setup_with(vec![wf]).await;
+    coinpilot::schedule::store::sync(&d.db.pool, &defs, false, d.clock.now())
+        .await
+        .unwrap();
+    let l = login(&d, "admin", ADMIN_PW).await;
+    let run_now = |args: Option<&str>| {
+        let mut f = vec![("csrf", l.csrf.as_str())];
+        f.extend(args.map(|a| ("args", a)));
+        post("/workflows/nap/run", Some(&l.cookie), &f)
+    };
+    // The page offers the schedule's args in the form.
+    let page = send(&d.app, get("/workflows", Some(&l.cookie))).await;
+    assert!(
+        page.body.contains("value=\"{&quot;ms&quot;:1}\""),
+        "{}",
+        page.body
+    );
+    // No args (the button alone, or an emptied field): the schedule's, as its fire would.
+    for given in [None, Some(""), Some("  ")] {
+        let r = send(&d.app, run_now(given)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{given:?}: {}", r.body);
+        let (run, args) = run_of(&d, r.location).await;
+        assert_eq!(args, json!({"ms": 1}), "{given:?}");
+        let job_args: serde_json::Value =
+            sqlx::query_scalar("SELECT args FROM jobs WHERE workflow_run_id = $1")
+                .bind(run)
+                .fetch_one(&d.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(job_args["ms"], 1);
+    }
+    let r = send(&d.app, run_now(Some("{\"ms\": 7}"))).await;
+    assert_eq!(run_of(&d, r.location).await.1, json!({"ms": 7}));
+    for bad in ["[1]", "{\"ms\":", "7"] {
+        let r = send(&d.app, run_now(Some(bad))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(r.body.contains("args"), "{bad}: {}", r.body);
+    }
+    assert_eq!(d.db.count("SELECT count(*) FROM workflow_runs").await, 4);
+    // A schedule whose job has no args at all triggers a job with empty args.
+    let r = send(
+        &d.app,
+        post(
+            "/schedules/tick/trigger",
+            Some(&l.cookie),
+            &[("csrf", &l.csrf)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let args: serde_json::Value = sqlx::query_scalar("SELECT args FROM jobs WHERE kind = 'noop'")
+        .fetch_one(&d.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(args, json!({}));
+}
