@@ -272,6 +272,24 @@ struct Rig {
     reports: PathBuf,
 }
 
+/// One worker on every queue a registered kind uses (and `default`), as `coinpilot up`.
+fn worker_config(registry: &HandlerRegistry, a: &TradeCycleBenchArgs) -> WorkerConfig {
+    let mut queues: Vec<String> = registry
+        .kinds()
+        .filter_map(|k| registry.get(k))
+        .map(|h| h.options().queue)
+        .chain([crate::queue::job::DEFAULT_QUEUE.to_string()])
+        .collect();
+    queues.sort();
+    queues.dedup();
+    let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
+    let mut config = WorkerConfig::new("bench-trade-cycle", &queues);
+    config.concurrency = a.concurrency;
+    config.poll_interval = Duration::from_secs_f64(a.poll);
+    config.claimers = if a.concurrency >= 4 { 2 } else { 1 };
+    config
+}
+
 async fn rig(pool: &PgPool, a: &TradeCycleBenchArgs) -> Result<Rig, CliError> {
     let read =
         |p: &Path, i| ReplaySource::from_file(p, i).map_err(|e| CliError::BadInput(e.to_string()));
@@ -303,19 +321,7 @@ async fn rig(pool: &PgPool, a: &TradeCycleBenchArgs) -> Result<Rig, CliError> {
     let shared: SharedClock = Arc::new(clock.clone());
     schedule::store::sync(pool, &defs, false, a.start).await?;
     let scheduler = Scheduler::new(pool.clone(), shared.clone(), registry.clone(), workflows);
-    let mut queues: Vec<String> = registry
-        .kinds()
-        .filter_map(|k| registry.get(k))
-        .map(|h| h.options().queue)
-        .chain([crate::queue::job::DEFAULT_QUEUE.to_string()])
-        .collect();
-    queues.sort();
-    queues.dedup();
-    let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
-    let mut config = WorkerConfig::new("bench-trade-cycle", &queues);
-    config.concurrency = a.concurrency;
-    config.poll_interval = Duration::from_secs_f64(a.poll);
-    config.claimers = if a.concurrency >= 4 { 2 } else { 1 };
+    let config = worker_config(&registry, a);
     let engine = Arc::new(WorkflowEngine::new(registry.clone()));
     let hook = Arc::new(bot::alerts::AlertOnDiscard { inner: engine });
     let worker = Worker::new(pool.clone(), shared, registry, config).with_hook(hook);
