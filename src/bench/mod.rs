@@ -1,7 +1,9 @@
 //! `coinpilot bench …`: benchmarks that print figures (never timed tests).
 
+pub mod multi_replay;
 pub mod queue;
 pub mod schedules;
+pub mod trade_cycle;
 pub mod trading;
 
 use clap::Subcommand;
@@ -18,6 +20,9 @@ pub enum BenchCommand {
     Indicators(trading::TradingBenchArgs),
     /// Backtest time per candle and peak RSS on a candle file.
     Backtest(trading::TradingBenchArgs),
+    /// The bot's trade-cycle workflow end to end on a manual clock: latency per minute
+    /// tick and how many markets one worker serves at a 1-minute cadence.
+    TradeCycle(trade_cycle::TradeCycleBenchArgs),
 }
 
 pub async fn run(cmd: BenchCommand, json: bool) -> Result<(), CliError> {
@@ -26,5 +31,6 @@ pub async fn run(cmd: BenchCommand, json: bool) -> Result<(), CliError> {
         BenchCommand::Schedules(a) => schedules::run(a, json).await,
         BenchCommand::Indicators(a) => trading::indicators(a, json),
         BenchCommand::Backtest(a) => trading::backtest(a, json),
+        BenchCommand::TradeCycle(a) => trade_cycle::run(a, json).await,
     }
 }

@@ -122,6 +122,7 @@ pub fn indicators(a: TradingBenchArgs, json: bool) -> Result<(), CliError> {
         ));
     });
     print("indicators (batch)", n, best, median, json);
+    batch_breakdown(&a, &closes, &volumes, json);
     let (best, median) = time(a.runs, || {
         std::hint::black_box(indicator_table::render(&candles, Interval::M1).len());
     });
@@ -133,6 +134,29 @@ pub fn indicators(a: TradingBenchArgs, json: bool) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// Each batch function alone, for a per-function comparison with TA-Lib's
+/// (`ops/bench/talib_indicators.py` prints the same lines).
+fn batch_breakdown(a: &TradingBenchArgs, closes: &[f64], volumes: &[f64], json: bool) {
+    use crate::domain::indicators::{bollinger, rsi, sma};
+    let n = closes.len();
+    let (best, median) = time(a.runs, || {
+        std::hint::black_box(rsi(closes, 14));
+    });
+    print("  batch rsi(14)", n, best, median, json);
+    let (best, median) = time(a.runs, || {
+        std::hint::black_box(sma(closes, 200));
+    });
+    print("  batch sma(200)", n, best, median, json);
+    let (best, median) = time(a.runs, || {
+        std::hint::black_box(bollinger(closes, 20, 2.0));
+    });
+    print("  batch bollinger(20,2)", n, best, median, json);
+    let (best, median) = time(a.runs, || {
+        std::hint::black_box(sma(volumes, 20));
+    });
+    print("  batch sma(volume,20)", n, best, median, json);
 }
 
 pub fn backtest(a: TradingBenchArgs, json: bool) -> Result<(), CliError> {
