@@ -147,12 +147,32 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) {
     .await;
 }
 
+/// Posts the login form as a browser does: the login page's CSRF token in the form and its
+/// twin cookie.
 async fn post_login(http: &reqwest::Client, base: &str, pw: &str) -> reqwest::Response {
+    let page = http.get(format!("{base}/login")).send().await.unwrap();
+    let cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(coinpilot::web::auth::LOGIN_CSRF_COOKIE))
+        .and_then(|c| c.split(';').next())
+        .expect("the login page sets its CSRF cookie")
+        .to_string();
+    let html = page.text().await.unwrap();
+    let token = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the login form carries a CSRF token")
+        .to_string();
     let body = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([("username", "admin"), ("password", pw)])
+        .extend_pairs([("username", "admin"), ("password", pw), ("csrf", &token)])
         .finish();
     http.post(format!("{base}/login"))
         .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
         .body(body)
         .send()
         .await
