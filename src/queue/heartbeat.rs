@@ -17,13 +17,14 @@ use super::tracker::{StopReason, Tracker};
 use crate::clock::SharedClock;
 
 /// Extends the leases of the given (id, token) pairs still running under that token.
-/// Row locks on those rows only; index: primary key (`j.id = ANY($1)` keeps it so under a
-/// generic plan, see `claim::COMPLETE_BATCH`). Ids come in ascending order, the order
-/// the batched completion locks in, so the two never deadlock.
+/// Row locks on those rows only; index: primary key. No join with the pairs: lease tokens
+/// are unique, so matching ids and tokens as two sets is the pairwise check (see
+/// `claim::COMPLETE_BATCH` for the generic plan a join fell into, and why the state is not
+/// named: a lease token is only ever set on a running job). Ids come in ascending
+/// order, the order the batched completion locks in, so the two never deadlock.
 const RENEW_LEASES: &str = "
 UPDATE jobs j SET lease_expires_at = $3 + make_interval(secs => $4)
-FROM UNNEST($1::bigint[], $2::bigint[]) AS l(id, token)
-WHERE j.id = ANY($1) AND j.id = l.id AND j.lease_token = l.token AND j.state = 'running'
+WHERE j.id = ANY($1) AND j.lease_token = ANY($2)
 RETURNING j.id";
 
 /// Marks this worker alive for the dashboard.
@@ -104,9 +105,11 @@ impl Heartbeat {
         let kept: std::collections::HashSet<JobId> = kept.iter().copied().collect();
         let mut lost = Vec::new();
         {
-            let mut map = self.tracker.lock();
+            let mut table = self.tracker.lock();
             for (id, token) in sent {
-                let Some(h) = map.get_mut(id) else { continue };
+                let Some(h) = table.held.get_mut(id) else {
+                    continue;
+                };
                 if h.token != *token {
                     continue;
                 }
@@ -133,6 +136,7 @@ impl Heartbeat {
         let overdue: Vec<JobId> = self
             .tracker
             .lock()
+            .held
             .iter()
             .filter(|(_, h)| !h.handler_done && h.renewed_at.elapsed() >= limit)
             .map(|(id, _)| *id)
