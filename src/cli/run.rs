@@ -29,6 +29,11 @@ pub struct WorkerArgs {
     /// Concurrent jobs on this worker [default: 10].
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Jobs claimed ahead of free slots, waiting in the worker for one (leases renewed,
+    /// given back at shutdown); fewer claim commits per job for high-throughput queues
+    /// [default: 0, claim free slots only].
+    #[arg(long)]
+    pub prefetch: Option<usize>,
     /// Worker name (default: host-pid).
     #[arg(long)]
     pub name: Option<String>,
@@ -165,6 +170,7 @@ fn worker_config(
         name,
         queues,
         concurrency,
+        prefetch: a.prefetch.unwrap_or(cfg.prefetch),
         lease: secs(a.lease.unwrap_or(cfg.lease_secs), "--lease")?,
         poll_interval: secs(a.poll.unwrap_or(cfg.poll_secs), "--poll")?,
         rescue_interval: secs(

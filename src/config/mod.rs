@@ -8,6 +8,8 @@
 //! - `worker.queues` — `COINPILOT_WORKER_QUEUES` (comma separated) — every queue a job kind
 //!   uses — queues served, `name=N` caps this worker's slots on one;
 //! - `worker.concurrency` — `COINPILOT_WORKER_CONCURRENCY` — 10 — jobs at once per worker;
+//! - `worker.prefetch` — `COINPILOT_WORKER_PREFETCH` — 0 — jobs claimed ahead of free slots
+//!   (each claim commit then serves many jobs; see `queue::runtime`);
 //! - `worker.lease_secs` — `COINPILOT_WORKER_LEASE_SECS` — 60 — job lease;
 //! - `worker.poll_secs` — `COINPILOT_WORKER_POLL_SECS` — 1 — poll when no NOTIFY arrives;
 //! - `worker.rescue_interval_secs` — `COINPILOT_WORKER_RESCUE_INTERVAL_SECS` — 5;
@@ -107,6 +109,7 @@ pub struct WorkerSection {
     /// Empty: every queue a registered job kind uses, and `default`.
     pub queues: Vec<String>,
     pub concurrency: usize,
+    pub prefetch: usize,
     pub lease_secs: f64,
     pub poll_secs: f64,
     pub rescue_interval_secs: f64,
@@ -118,6 +121,7 @@ impl Default for WorkerSection {
         WorkerSection {
             queues: Vec::new(),
             concurrency: 10,
+            prefetch: 0,
             lease_secs: 60.0,
             poll_secs: 1.0,
             rescue_interval_secs: 5.0,
@@ -348,6 +352,7 @@ impl Config {
             w.queues = split_list(&v);
         }
         set_parsed(env, "COINPILOT_WORKER_CONCURRENCY", &mut w.concurrency)?;
+        set_parsed(env, "COINPILOT_WORKER_PREFETCH", &mut w.prefetch)?;
         set_parsed(env, "COINPILOT_WORKER_LEASE_SECS", &mut w.lease_secs)?;
         set_parsed(env, "COINPILOT_WORKER_POLL_SECS", &mut w.poll_secs)?;
         set_parsed(

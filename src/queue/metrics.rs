@@ -3,7 +3,8 @@
 //! oldest available age are sampled from the table at scrape time ([`sample_depths`]).
 //! Without an installed recorder every call here is a no-op.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
@@ -13,20 +14,80 @@ pub fn enqueued(queue: &str, kind: &str, n: u64) {
         .increment(n);
 }
 
-pub fn started(queue: &str, kind: &str) {
-    metrics::counter!("coinpilot_jobs_started_total", "queue" => queue.to_string(), "kind" => kind.to_string())
-        .increment(1);
+/// The outcomes a job run ends in (the `outcome` label of `coinpilot_jobs_finished_total`).
+const OUTCOMES: [&str; 8] = [
+    "completed",
+    "failed",
+    "discarded",
+    "snoozed",
+    "released",
+    "stopped",
+    "refused",
+    "unrecorded",
+];
+
+/// One (queue, kind)'s run metrics, registered once.
+struct KindHandles {
+    started: metrics::Counter,
+    run_seconds: metrics::Histogram,
+    finished: [metrics::Counter; OUTCOMES.len()],
 }
 
-/// `outcome` is one of completed, failed (will retry), discarded, snoozed, released.
-pub fn finished(queue: &str, kind: &str, outcome: &'static str, secs: f64) {
-    metrics::counter!(
-        "coinpilot_jobs_finished_total",
-        "queue" => queue.to_string(), "kind" => kind.to_string(), "outcome" => outcome
-    )
-    .increment(1);
-    metrics::histogram!("coinpilot_job_run_seconds", "queue" => queue.to_string(), "kind" => kind.to_string())
-        .record(secs);
+/// The worker's per-(queue, kind) metric handles. The macros build and hash the label set
+/// at every call; a worker draining thousands of jobs a second looks its handles up here
+/// instead (one map lookup by `&str`, no allocation).
+#[derive(Default)]
+pub struct RunMetrics {
+    /// queue → kind → handles (nested so a lookup borrows `&str`, no key allocation).
+    handles: Mutex<HashMap<String, HashMap<String, Arc<KindHandles>>>>,
+}
+
+impl RunMetrics {
+    fn handles(&self, queue: &str, kind: &str) -> Arc<KindHandles> {
+        // A poisoned lock only means a panic elsewhere mid-insert; the map is still usable.
+        let mut map = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = map.get(queue).and_then(|kinds| kinds.get(kind)) {
+            return h.clone();
+        }
+        let labels = |extra: Option<&'static str>| {
+            let mut l = vec![
+                metrics::Label::new("queue", queue.to_string()),
+                metrics::Label::new("kind", kind.to_string()),
+            ];
+            if let Some(outcome) = extra {
+                l.push(metrics::Label::new("outcome", outcome));
+            }
+            l
+        };
+        let h = Arc::new(KindHandles {
+            started: metrics::counter!("coinpilot_jobs_started_total", labels(None)),
+            run_seconds: metrics::histogram!("coinpilot_job_run_seconds", labels(None)),
+            finished: OUTCOMES
+                .map(|o| metrics::counter!("coinpilot_jobs_finished_total", labels(Some(o)))),
+        });
+        map.entry(queue.to_string())
+            .or_default()
+            .insert(kind.to_string(), h.clone());
+        h
+    }
+
+    pub fn started(&self, queue: &str, kind: &str) {
+        self.handles(queue, kind).started.increment(1);
+    }
+
+    /// `outcome` is one of [`OUTCOMES`]; another value is counted through the macro.
+    pub fn finished(&self, queue: &str, kind: &str, outcome: &'static str, secs: f64) {
+        let h = self.handles(queue, kind);
+        match OUTCOMES.iter().position(|o| *o == outcome) {
+            Some(i) => h.finished[i].increment(1),
+            None => metrics::counter!(
+                "coinpilot_jobs_finished_total",
+                "queue" => queue.to_string(), "kind" => kind.to_string(), "outcome" => outcome
+            )
+            .increment(1),
+        }
+        h.run_seconds.record(secs);
+    }
 }
 
 pub fn rescued(n: u64) {
@@ -48,7 +109,7 @@ GROUP BY queue";
 /// Queues whose gauges this process has set: a queue that drained has no row in
 /// [`DEPTHS`] and must be set back to 0, or its last non-zero depth would stay exported
 /// for ever (stuck alerts, an HPA that never scales down).
-static REPORTED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+static REPORTED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// Sets the depth gauges from the table.
 pub async fn sample_depths(pool: &PgPool, now: DateTime<Utc>) -> Result<(), sqlx::Error> {

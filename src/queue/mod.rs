@@ -20,6 +20,7 @@ pub mod notify;
 pub mod prune;
 pub mod rescue;
 pub mod runtime;
+pub mod slots;
 pub mod tracker;
 
 pub use enqueue::{enqueue, enqueue_many};

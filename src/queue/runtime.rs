@@ -3,8 +3,14 @@
 //! it claims at most its free slots, runs each job in its own task, and on shutdown stops
 //! claiming, lets running jobs finish within the grace period, then releases the rest.
 //!
-//! Options (defaults): `concurrency` 10, `lease` 60 s, `poll_interval` 1 s,
+//! Options (defaults): `concurrency` 10, `prefetch` 0, `lease` 60 s, `poll_interval` 1 s,
 //! `rescue_interval` 5 s, `shutdown_grace` 30 s, per-queue limits none.
+//!
+//! `prefetch` > 0 lets a claim take up to that many jobs beyond the free slots (as
+//! graphile-worker's `localQueue` does): they wait in the worker, leases renewed, for a
+//! slot, and are given back at once at shutdown. It trades fairness between workers (one
+//! worker may hold jobs another could start) for far fewer claim commits per job; the
+//! default 0 claims free slots only, as SPEC A1 says.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +29,8 @@ use super::heartbeat::Heartbeat;
 use super::job::{Job, JobId};
 use super::notify::Listener;
 use super::rescue::Rescuer;
-use super::tracker::{StopReason, Tracker};
+use super::slots::Slots;
+use super::tracker::{Capacity, StopReason, Tracker};
 use super::QueueError;
 use crate::clock::SharedClock;
 
@@ -70,6 +77,8 @@ pub struct WorkerConfig {
     /// Queue name → optional per-worker limit on that queue.
     pub queues: Vec<(String, Option<usize>)>,
     pub concurrency: usize,
+    /// Jobs claimed ahead of free slots (0: free slots only).
+    pub prefetch: usize,
     pub lease: Duration,
     pub poll_interval: Duration,
     pub rescue_interval: Duration,
@@ -84,6 +93,7 @@ impl WorkerConfig {
             name: name.into(),
             queues: queues.iter().map(|q| (q.to_string(), None)).collect(),
             concurrency: 10,
+            prefetch: 0,
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
             rescue_interval: Duration::from_secs(5),
@@ -123,6 +133,7 @@ pub struct Worker {
     pub(crate) config: WorkerConfig,
     pub(crate) hook: Option<Arc<dyn CompletionHook>>,
     pub(crate) tracker: Tracker,
+    pub(crate) slots: Slots,
     pub(crate) wake: Arc<Notify>,
     pub(crate) events: broadcast::Sender<WorkerEvent>,
 }
@@ -138,6 +149,7 @@ impl Worker {
             pool,
             clock,
             registry,
+            slots: Slots::new(config.concurrency, &config.queues),
             config,
             hook: None,
             tracker: Tracker::default(),
@@ -165,9 +177,15 @@ impl Worker {
         let runner = Arc::new(JobRunner::new(&self, done_tx));
         // Several claimers keep claim statements in flight back to back, so the commits of
         // one overlap the round trips of another (PostgreSQL groups their WAL flushes).
-        let claimers =
-            (0..self.config.claimers.max(1)).map(|_| self.claim_then_drain(&shutdown, &runner));
-        let results = futures_util::future::join_all(claimers).await;
+        let claimers = (0..self.config.claimers.max(1)).map(|_| async {
+            let mut tasks = tokio::task::JoinSet::new();
+            let result = self.claim_loop(&shutdown, &runner, &mut tasks).await;
+            (result, tasks)
+        });
+        let ended = futures_util::future::join_all(claimers).await;
+        self.give_back_unstarted().await;
+        let (results, task_sets): (Vec<_>, Vec<_>) = ended.into_iter().unzip();
+        self.drain(task_sets).await;
         drop(runner);
         services.cancel();
         for h in handles {
@@ -179,15 +197,19 @@ impl Worker {
         results.into_iter().collect()
     }
 
-    async fn claim_then_drain(
-        &self,
-        shutdown: &CancellationToken,
-        runner: &Arc<JobRunner>,
-    ) -> Result<(), QueueError> {
-        let mut tasks = tokio::task::JoinSet::new();
-        let result = self.claim_loop(shutdown, runner, &mut tasks).await;
-        self.drain(&mut tasks).await;
-        result
+    /// At shutdown, jobs claimed ahead that never started go back at once, in one
+    /// statement (attempt given back). If that fails their leases expire and the rescuer
+    /// returns them (counted as a failed attempt): logged, nothing is lost.
+    async fn give_back_unstarted(&self) {
+        let leases = self.tracker.stop_unstarted();
+        if leases.is_empty() {
+            return;
+        }
+        match give_back(&self.pool, &leases, self.clock.now()).await {
+            Ok(given) => tracing::info!(jobs = given.len(), "gave back jobs claimed ahead"),
+            Err(e) => tracing::error!(error = %e, jobs = leases.len(),
+                "could not give back jobs claimed ahead; they return when their leases expire"),
+        }
     }
 
     fn start_services(
@@ -286,7 +308,12 @@ impl Worker {
     ) -> Result<bool, QueueError> {
         let mut full = false;
         for (queue, limit) in &self.config.queues {
-            let free = self.tracker.reserve(queue, self.config.concurrency, *limit);
+            let cap = Capacity {
+                slots: self.config.concurrency,
+                prefetch: self.config.prefetch,
+                queue_limit: *limit,
+            };
+            let free = self.tracker.reserve(queue, cap);
             if free == 0 {
                 continue;
             }
@@ -309,13 +336,20 @@ impl Worker {
                 }
             };
             full |= jobs.len() == free;
-            for job in &jobs {
-                self.tracker
-                    .hold(job.id, lease_token(job)?, queue, CancellationToken::new());
+            let mut held = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let cancel = CancellationToken::new();
+                match lease_token(&job) {
+                    Ok(token) => self.tracker.hold(job.id, token, queue, cancel.clone()),
+                    Err(e) => {
+                        self.tracker.unreserve(queue, free);
+                        return Err(e);
+                    }
+                }
+                held.push((job, cancel));
             }
             self.tracker.unreserve(queue, free);
-            for job in jobs {
-                let cancel = self.tracker.cancel_token(job.id);
+            for (job, cancel) in held {
                 let _unobserved = self.events.send(WorkerEvent::Claimed(job.id));
                 let runner = runner.clone();
                 tasks.spawn(async move { runner.run(job, cancel).await });
@@ -325,15 +359,19 @@ impl Worker {
     }
 
     /// Graceful end: wait for handlers up to the grace period, then stop and release them.
-    async fn drain(&self, tasks: &mut tokio::task::JoinSet<()>) {
-        let graceful = async { while tasks.join_next().await.is_some() {} };
+    async fn drain(&self, mut task_sets: Vec<tokio::task::JoinSet<()>>) {
+        let graceful = async {
+            for tasks in &mut task_sets {
+                while tasks.join_next().await.is_some() {}
+            }
+        };
         if tokio::time::timeout(self.config.shutdown_grace, graceful)
             .await
             .is_ok()
         {
             return;
         }
-        let ids: Vec<JobId> = self.tracker.lock().keys().copied().collect();
+        let ids = self.tracker.ids();
         tracing::warn!(
             jobs = ids.len(),
             "shutdown grace period over; releasing unfinished jobs"
@@ -341,7 +379,9 @@ impl Worker {
         for id in ids {
             self.tracker.stop(id, StopReason::Shutdown);
         }
-        while tasks.join_next().await.is_some() {}
+        for tasks in &mut task_sets {
+            while tasks.join_next().await.is_some() {}
+        }
     }
 
     async fn register(&self) -> Result<(), QueueError> {

@@ -1,6 +1,8 @@
 //! The worker's table of the jobs it holds leases on: their lease tokens, cancellation
-//! tokens, last renewal, and whether the handler has finished (a finished job keeps its
-//! lease renewed until its batched completion is written).
+//! tokens, last renewal, and where each one is — waiting for a slot (claimed ahead, only
+//! with `prefetch`), running, or finished with its batched completion not yet written (a
+//! finished job keeps its lease renewed until then). Counters kept beside the table make
+//! the claim loop's "how many may I claim" O(1), whatever the number of jobs held.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +21,9 @@ pub enum StopReason {
     LeaseLost,
     /// The worker is shutting down past its grace period: the job is released.
     Shutdown,
+    /// Claimed ahead and never started: the worker shut down and gave it back in one
+    /// batch with the other waiting jobs (attempt given back).
+    Unstarted,
 }
 
 #[derive(Debug)]
@@ -28,83 +33,150 @@ pub struct Held {
     pub cancel: CancellationToken,
     pub stop: Option<StopReason>,
     pub renewed_at: Instant,
+    pub started: bool,
     pub handler_done: bool,
+}
+
+/// How many jobs a claim may take for one queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacity {
+    /// Handler slots of the worker (`--concurrency`).
+    pub slots: usize,
+    /// Jobs claimed ahead of free slots (`--prefetch`, 0 = claim free slots only).
+    pub prefetch: usize,
+    /// The queue's own slot limit, if any.
+    pub queue_limit: Option<usize>,
+}
+
+/// Finished jobs whose batched completion is not written yet, past which the worker stops
+/// claiming: a completer that falls behind (a slow or stalled database) must not let the
+/// claim loop run ahead without bound (each of those jobs is a lease to renew).
+pub const MAX_UNWRITTEN: usize = 2_000;
+
+#[derive(Debug, Default)]
+struct Count {
+    /// Held and not finished: waiting for a slot or running.
+    active: usize,
+    /// Claimed ahead, not started.
+    waiting: usize,
+    /// Slots promised to claim statements in flight.
+    reserved: usize,
+}
+
+/// The held jobs and their counts, under one lock.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub held: HashMap<JobId, Held>,
+    all: Count,
+    per_queue: HashMap<String, Count>,
+}
+
+impl Table {
+    fn count(&mut self, queue: &str) -> &mut Count {
+        self.per_queue.entry(queue.to_string()).or_default()
+    }
+
+    fn adjust(&mut self, queue: &str, f: impl Fn(&mut Count)) {
+        f(&mut self.all);
+        f(self.count(queue));
+    }
 }
 
 /// Shared by the claimers, job tasks, heartbeat, listener and completer.
 #[derive(Debug, Clone, Default)]
 pub struct Tracker {
-    inner: Arc<Mutex<HashMap<JobId, Held>>>,
-    /// Slots promised to claim statements in flight, overall and per queue, so concurrent
-    /// claimers never claim more than the free slots between them.
-    reserved: Arc<Mutex<(usize, HashMap<String, usize>)>>,
+    inner: Arc<Mutex<Table>>,
 }
 
 impl Tracker {
-    pub fn lock(&self) -> MutexGuard<'_, HashMap<JobId, Held>> {
-        // The map holds plain values; a panic elsewhere cannot leave it half-updated.
+    pub fn lock(&self) -> MutexGuard<'_, Table> {
+        // The table holds plain values; a panic elsewhere cannot leave it half-updated.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserves up to the free slots of `queue` for one claim statement.
-    pub fn reserve(&self, queue: &str, concurrency: usize, limit: Option<usize>) -> usize {
-        let mut r = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
-        let (all, mine) = self.busy(queue);
-        let queue_reserved = r.1.get(queue).copied().unwrap_or(0);
-        let free_global = concurrency.saturating_sub(all + r.0);
-        let free = limit.map_or(free_global, |l| {
-            free_global.min(l.saturating_sub(mine + queue_reserved))
+    /// Reserves room for one claim statement on `queue`; 0 when it should not claim now.
+    ///
+    /// Without prefetch this is the free slots (SPEC A1). With prefetch the worker holds up
+    /// to `slots + prefetch` unfinished jobs, and claims only once the queue's jobs waiting
+    /// for a slot fall to half the prefetch, so claims come in large batches rather than
+    /// one job per freed slot.
+    pub fn reserve(&self, queue: &str, cap: Capacity) -> usize {
+        let mut t = self.lock();
+        let q = t.count(queue);
+        let (q_active, q_waiting, q_reserved) = (q.active, q.waiting, q.reserved);
+        if cap.prefetch > 0 && q_waiting > cap.prefetch / 2 {
+            return 0;
+        }
+        let unwritten = t.held.len().saturating_sub(t.all.active);
+        if unwritten >= MAX_UNWRITTEN {
+            return 0;
+        }
+        let room = (cap.slots + cap.prefetch).saturating_sub(t.all.active + t.all.reserved);
+        let free = cap.queue_limit.map_or(room, |l| {
+            room.min((l + cap.prefetch).saturating_sub(q_active + q_reserved))
         });
-        r.0 += free;
-        *r.1.entry(queue.to_string()).or_default() += free;
+        t.adjust(queue, |c| c.reserved += free);
         free
     }
 
     /// Returns a reservation once its claimed jobs are held (or the claim failed).
     pub fn unreserve(&self, queue: &str, n: usize) {
-        let mut r = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
-        r.0 = r.0.saturating_sub(n);
-        if let Some(q) = r.1.get_mut(queue) {
-            *q = q.saturating_sub(n);
-        }
+        self.lock()
+            .adjust(queue, |c| c.reserved = c.reserved.saturating_sub(n));
     }
 
     pub fn hold(&self, id: JobId, token: i64, queue: &str, cancel: CancellationToken) {
-        self.lock().insert(
-            id,
-            Held {
-                token,
-                queue: queue.to_string(),
-                cancel,
-                stop: None,
-                renewed_at: Instant::now(),
-                handler_done: false,
-            },
-        );
-    }
-
-    /// Handlers still running, overall and for one queue (finished ones free their slot).
-    pub fn busy(&self, queue: &str) -> (usize, usize) {
-        let map = self.lock();
-        let active = map.values().filter(|h| !h.handler_done);
-        let (mut all, mut mine) = (0, 0);
-        for h in active {
-            all += 1;
-            if h.queue == queue {
-                mine += 1;
-            }
+        let mut t = self.lock();
+        let held = Held {
+            token,
+            queue: queue.to_string(),
+            cancel,
+            stop: None,
+            renewed_at: Instant::now(),
+            started: false,
+            handler_done: false,
+        };
+        if let Some(old) = t.held.insert(id, held) {
+            // A job is held once; a second claim of the same id means the first lease was
+            // lost and this is a new attempt. Undo the old entry's counts.
+            Self::uncount(&mut t, &old);
         }
-        (all, mine)
+        t.adjust(queue, |c| {
+            c.active += 1;
+            c.waiting += 1;
+        });
     }
 
-    pub fn active(&self) -> usize {
-        self.lock().values().filter(|h| !h.handler_done).count()
+    fn uncount(t: &mut Table, h: &Held) {
+        let (waiting, active) = (!h.started, !h.handler_done);
+        t.adjust(&h.queue, |c| {
+            if waiting {
+                c.waiting = c.waiting.saturating_sub(1);
+            }
+            if active {
+                c.active = c.active.saturating_sub(1);
+            }
+        });
+    }
+
+    /// Moves a job from waiting to running; false when it was stopped before it started.
+    pub fn try_start(&self, id: JobId) -> bool {
+        let mut t = self.lock();
+        let queue = match t.held.get_mut(&id) {
+            Some(h) if h.stop.is_none() && !h.started => {
+                h.started = true;
+                h.queue.clone()
+            }
+            _ => return false,
+        };
+        t.adjust(&queue, |c| c.waiting = c.waiting.saturating_sub(1));
+        true
     }
 
     /// Stops a handler (first reason wins) and fires its token.
     pub fn stop(&self, id: JobId, reason: StopReason) -> bool {
-        let mut map = self.lock();
-        match map.get_mut(&id) {
+        let mut t = self.lock();
+        match t.held.get_mut(&id) {
             Some(h) if !h.handler_done => {
                 h.stop.get_or_insert(reason);
                 h.cancel.cancel();
@@ -114,31 +186,171 @@ impl Tracker {
         }
     }
 
+    /// Stops every job still waiting for a slot (reason [`StopReason::Unstarted`]) and
+    /// returns their leases, in ascending id order, to give back in one statement.
+    pub fn stop_unstarted(&self) -> Vec<(JobId, i64)> {
+        let mut t = self.lock();
+        let mut leases = Vec::new();
+        for (id, h) in t.held.iter_mut() {
+            if !h.started && h.stop.is_none() {
+                h.stop = Some(StopReason::Unstarted);
+                h.cancel.cancel();
+                leases.push((*id, h.token));
+            }
+        }
+        leases.sort_unstable();
+        leases
+    }
+
     pub fn cancel_token(&self, id: JobId) -> CancellationToken {
         self.lock()
+            .held
             .get(&id)
             .map(|h| h.cancel.clone())
             .unwrap_or_default()
     }
 
     pub fn stop_reason(&self, id: JobId) -> Option<StopReason> {
-        self.lock().get(&id).and_then(|h| h.stop)
+        self.lock().held.get(&id).and_then(|h| h.stop)
     }
 
+    /// The handler ended: its slot is free (its lease is kept until the outcome is written).
     pub fn mark_handler_done(&self, id: JobId) {
-        if let Some(h) = self.lock().get_mut(&id) {
-            h.handler_done = true;
-        }
+        let mut t = self.lock();
+        let queue = match t.held.get_mut(&id) {
+            Some(h) if !h.handler_done => {
+                h.handler_done = true;
+                h.queue.clone()
+            }
+            _ => return,
+        };
+        t.adjust(&queue, |c| c.active = c.active.saturating_sub(1));
     }
 
     pub fn release(&self, id: JobId) {
-        self.lock().remove(&id);
+        let mut t = self.lock();
+        if let Some(h) = t.held.remove(&id) {
+            Self::uncount(&mut t, &h);
+        }
     }
 
     /// Every held lease, in ascending id order (the lock order of the batch statements).
     pub fn leases(&self) -> Vec<(JobId, i64)> {
-        let mut l: Vec<(JobId, i64)> = self.lock().iter().map(|(id, h)| (*id, h.token)).collect();
+        let mut l: Vec<(JobId, i64)> = self
+            .lock()
+            .held
+            .iter()
+            .map(|(id, h)| (*id, h.token))
+            .collect();
         l.sort_unstable();
         l
+    }
+
+    /// Ids of every held job.
+    pub fn ids(&self) -> Vec<JobId> {
+        self.lock().held.keys().copied().collect()
+    }
+
+    /// (held, unfinished, waiting) — for tests and the worker's gauges.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let t = self.lock();
+        (t.held.len(), t.all.active, t.all.waiting)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(slots: usize, prefetch: usize, queue_limit: Option<usize>) -> Capacity {
+        Capacity {
+            slots,
+            prefetch,
+            queue_limit,
+        }
+    }
+
+    fn hold_n(t: &Tracker, from: i64, n: i64, queue: &str) {
+        for i in from..from + n {
+            t.hold(JobId(i), i, queue, CancellationToken::new());
+        }
+    }
+
+    #[test]
+    fn without_prefetch_only_free_slots_are_reserved() {
+        let t = Tracker::default();
+        assert_eq!(t.reserve("q", cap(10, 0, None)), 10);
+        hold_n(&t, 1, 4, "q");
+        t.unreserve("q", 10);
+        assert_eq!(t.reserve("q", cap(10, 0, None)), 6);
+        t.unreserve("q", 6);
+        t.mark_handler_done(JobId(1));
+        assert_eq!(
+            t.reserve("q", cap(10, 0, None)),
+            7,
+            "a finished handler frees its slot"
+        );
+    }
+
+    #[test]
+    fn prefetch_claims_ahead_then_waits_for_half_the_buffer() {
+        let t = Tracker::default();
+        let c = cap(10, 100, None);
+        assert_eq!(t.reserve("q", c), 110);
+        hold_n(&t, 1, 110, "q");
+        t.unreserve("q", 110);
+        for i in 1..=10 {
+            assert!(t.try_start(JobId(i)));
+        }
+        assert_eq!(t.counts(), (110, 110, 100));
+        // 100 waiting > 50: no claim even after some finish.
+        for i in 1..=10 {
+            t.mark_handler_done(JobId(i));
+            t.release(JobId(i));
+        }
+        assert_eq!(t.reserve("q", c), 0);
+        // Start 50 more: 50 waiting, half the prefetch: claim again, up to the room left.
+        for i in 11..=60 {
+            assert!(t.try_start(JobId(i)));
+        }
+        assert_eq!(t.reserve("q", c), 10);
+    }
+
+    #[test]
+    fn a_queue_limit_bounds_its_own_share_only() {
+        let t = Tracker::default();
+        assert_eq!(t.reserve("slow", cap(10, 0, Some(2))), 2);
+        hold_n(&t, 1, 2, "slow");
+        t.unreserve("slow", 2);
+        assert_eq!(t.reserve("slow", cap(10, 0, Some(2))), 0);
+        assert_eq!(t.reserve("fast", cap(10, 0, None)), 8);
+    }
+
+    #[test]
+    fn a_stopped_waiting_job_never_starts_and_counts_are_undone() {
+        let t = Tracker::default();
+        hold_n(&t, 1, 3, "q");
+        assert!(t.try_start(JobId(1)));
+        let given = t.stop_unstarted();
+        assert_eq!(given, vec![(JobId(2), 2), (JobId(3), 3)]);
+        assert!(!t.try_start(JobId(2)));
+        assert_eq!(t.stop_reason(JobId(3)), Some(StopReason::Unstarted));
+        t.release(JobId(2));
+        t.release(JobId(3));
+        assert_eq!(t.counts(), (1, 1, 0));
+    }
+
+    #[test]
+    fn unwritten_completions_stop_claims_past_the_bound() {
+        let t = Tracker::default();
+        let n = MAX_UNWRITTEN as i64;
+        hold_n(&t, 1, n, "q");
+        for i in 1..=n {
+            assert!(t.try_start(JobId(i)));
+            t.mark_handler_done(JobId(i));
+        }
+        assert_eq!(t.reserve("q", cap(10, 0, None)), 0);
+        t.release(JobId(1));
+        assert_eq!(t.reserve("q", cap(10, 0, None)), 10);
     }
 }

@@ -22,8 +22,16 @@ async fn three_worker_processes_drain_20000_jobs_each_attempt_once() {
         .await
         .unwrap();
     drop(c);
+    // The third claims ahead (prefetch): held-but-waiting jobs must not break the rule either.
     let mut workers: Vec<_> = (0..3)
-        .map(|i| spawn_worker(&db, &format!("w{i}"), &["--concurrency", "10"]))
+        .map(|i| {
+            let prefetch = if i == 2 { "50" } else { "0" };
+            spawn_worker(
+                &db,
+                &format!("w{i}"),
+                &["--concurrency", "10", "--prefetch", prefetch],
+            )
+        })
         .collect();
     eventually(600, "all 20,000 jobs finished", || async {
         db.count("SELECT count(*) FROM jobs WHERE state IN ('available', 'running')")
