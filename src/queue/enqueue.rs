@@ -39,22 +39,42 @@ const FIND_LIVE_UNIQUE: &str =
     "SELECT id FROM jobs WHERE unique_key = $1 AND state IN ('available', 'running')";
 
 /// Inserts many jobs in one statement from parallel arrays (`UNNEST`), one `NOTIFY` per due
-/// queue. Duplicates of live unique keys are skipped and reported by key.
-const ENQUEUE_MANY: &str = "
+/// queue. `$conflict` is the unique-key clause: a batch that carries unique keys skips the
+/// duplicates of live keys (reported by key); a batch without any leaves the clause out, since
+/// `ON CONFLICT` makes every row a speculative insertion (an extra index probe and WAL record
+/// per row) even when no row has a key.
+macro_rules! enqueue_many_sql {
+    ($conflict:literal) => {
+        concat!(
+            "
 WITH ins AS (
     INSERT INTO jobs (kind, queue, args, priority, run_at, max_attempts, timeout_ms, unique_key,
                       enqueued_by, created_at)
     SELECT k, q, a, p, coalesce(r, $10), m, t, u, e, $10
     FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::timestamptz[], $6::int4[],
                 $7::int4[], $8::text[], $9::text[]) AS x(k, q, a, p, r, m, t, u, e)
-    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
-    DO NOTHING
+    ",
+            $conflict,
+            "
     RETURNING id, queue, run_at, unique_key
 ), woke AS (
     SELECT count(pg_notify('coinpilot_jobs', queue)) AS n
     FROM (SELECT DISTINCT queue FROM ins WHERE run_at <= $10) due
 )
-SELECT id, unique_key, (SELECT n FROM woke) AS n FROM ins ORDER BY id";
+SELECT id, unique_key, (SELECT n FROM woke) AS n FROM ins ORDER BY id"
+        )
+    };
+}
+
+/// [`enqueue_many_sql`] for a batch with unique keys: takes no lock beyond the new rows' and
+/// their unique index entries'.
+const ENQUEUE_MANY: &str = enqueue_many_sql!(
+    "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+    DO NOTHING"
+);
+
+/// [`enqueue_many_sql`] for a batch without unique keys: no conflict is possible.
+const ENQUEUE_MANY_NO_KEYS: &str = enqueue_many_sql!("");
 
 /// Enqueues one job on the caller's connection (usually a transaction), at the clock's `now`.
 pub async fn enqueue(
@@ -156,7 +176,12 @@ pub async fn enqueue_many(
         return Ok(Vec::new());
     }
     let c = Columns::from_jobs(jobs)?;
-    let rows = sqlx::query(ENQUEUE_MANY)
+    let sql = if c.unique_key.iter().any(Option::is_some) {
+        ENQUEUE_MANY
+    } else {
+        ENQUEUE_MANY_NO_KEYS
+    };
+    let rows = sqlx::query(sql)
         .bind(&c.kind)
         .bind(&c.queue)
         .bind(&c.args)
@@ -175,6 +200,7 @@ pub async fn enqueue_many(
     let mut inserted_keys = std::collections::HashSet::new();
     let mut next = inserted.next();
     let mut out = Vec::with_capacity(jobs.len());
+    let mut counted: std::collections::HashMap<(&str, &str), u64> = Default::default();
     for job in jobs {
         let key_taken_here = job
             .unique_key
@@ -192,7 +218,7 @@ pub async fn enqueue_many(
                     id: JobId(row.try_get("id")?),
                     duplicate: false,
                 });
-                m::enqueued(&job.queue, &job.kind, 1);
+                *counted.entry((&job.queue, &job.kind)).or_default() += 1;
                 next = inserted.next();
             }
             _ => {
@@ -206,6 +232,9 @@ pub async fn enqueue_many(
                 });
             }
         }
+    }
+    for ((queue, kind), n) in counted {
+        m::enqueued(queue, kind, n);
     }
     Ok(out)
 }
