@@ -22,6 +22,9 @@ pub struct QueueBenchArgs {
     pub jobs: usize,
     #[arg(long, default_value_t = 10)]
     pub concurrency: usize,
+    /// The drain worker's `--prefetch` (jobs claimed ahead of free slots).
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: usize,
     /// Jobs enqueued one by one, each in its own transaction.
     #[arg(long, default_value_t = 2_000)]
     pub single: usize,
@@ -34,6 +37,7 @@ pub struct QueueBenchArgs {
 pub struct QueueBenchResult {
     pub jobs: usize,
     pub concurrency: usize,
+    pub prefetch: usize,
     pub enqueue_bulk_jobs_per_s: f64,
     pub enqueue_single_jobs_per_s: f64,
     pub drain_jobs_per_s: f64,
@@ -147,7 +151,8 @@ async fn measure(
     let single = a.single as f64 / t.elapsed().as_secs_f64();
 
     let total = a.jobs + a.single;
-    let mut worker = spawn_worker(url, a.concurrency)?;
+    settle(pool).await;
+    let mut worker = spawn_worker(url, a.concurrency, a.prefetch)?;
     let t = Instant::now();
     while admin::count_unfinished(pool).await? > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -160,6 +165,7 @@ async fn measure(
     Ok(QueueBenchResult {
         jobs: a.jobs,
         concurrency: a.concurrency,
+        prefetch: a.prefetch,
         enqueue_bulk_jobs_per_s: bulk.round(),
         enqueue_single_jobs_per_s: single.round(),
         drain_jobs_per_s: drain.round(),
@@ -169,8 +175,29 @@ async fn measure(
     })
 }
 
-fn spawn_worker(url: &str, concurrency: usize) -> Result<tokio::process::Child, CliError> {
-    spawn_bench_worker(url, concurrency, "bench-worker", &["--no-scheduler"])
+fn spawn_worker(
+    url: &str,
+    concurrency: usize,
+    prefetch: usize,
+) -> Result<tokio::process::Child, CliError> {
+    let prefetch = prefetch.to_string();
+    spawn_bench_worker(
+        url,
+        concurrency,
+        "bench-worker",
+        &["--no-scheduler", "--prefetch", &prefetch],
+    )
+}
+
+/// What the peer harness does before each drain (`ANALYZE; CHECKPOINT`), so a checkpoint
+/// does not land inside the timed drain and the planner knows the table's size. A role
+/// that may not checkpoint only loses the second part: warned, not fatal.
+async fn settle(pool: &PgPool) {
+    for stmt in ["ANALYZE jobs", "CHECKPOINT"] {
+        if let Err(e) = sqlx::query(stmt).execute(pool).await {
+            tracing::warn!(error = %e, statement = stmt, "could not settle the database before the drain");
+        }
+    }
 }
 
 /// A worker process of this binary on the bench queue, with no definition files (the
