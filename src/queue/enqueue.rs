@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
+use super::enqueue_copy::{copy_many, COPY_FROM_JOBS};
 use super::job::{Enqueued, JobId, NewJob};
 use super::metrics as m;
 use super::QueueError;
@@ -144,13 +145,6 @@ impl Columns {
     fn from_jobs(jobs: &[NewJob]) -> Result<Self, QueueError> {
         let mut c = Columns::default();
         for job in jobs {
-            job.validate()?;
-            if job.workflow_run_id.is_some() || job.copied_from.is_some() {
-                return Err(QueueError::InvalidInput(
-                    "bulk enqueue does not take workflow steps or copies; enqueue them one by one"
-                        .into(),
-                ));
-            }
             c.kind.push(job.kind.clone());
             c.queue.push(job.queue.clone());
             c.args.push(job.args.clone());
@@ -175,8 +169,17 @@ pub async fn enqueue_many(
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
+    for job in jobs {
+        check_bulk(job)?;
+    }
+    let has_keys = jobs.iter().any(|j| j.unique_key.is_some());
+    if !has_keys && jobs.len() >= COPY_FROM_JOBS {
+        let out = copy_many(conn, now, jobs).await?;
+        count_enqueued(jobs.iter());
+        return Ok(out);
+    }
     let c = Columns::from_jobs(jobs)?;
-    let sql = if c.unique_key.iter().any(Option::is_some) {
+    let sql = if has_keys {
         ENQUEUE_MANY
     } else {
         ENQUEUE_MANY_NO_KEYS
@@ -200,7 +203,7 @@ pub async fn enqueue_many(
     let mut inserted_keys = std::collections::HashSet::new();
     let mut next = inserted.next();
     let mut out = Vec::with_capacity(jobs.len());
-    let mut counted: std::collections::HashMap<(&str, &str), u64> = Default::default();
+    let mut inserted_jobs = Vec::with_capacity(jobs.len());
     for job in jobs {
         let key_taken_here = job
             .unique_key
@@ -218,7 +221,7 @@ pub async fn enqueue_many(
                     id: JobId(row.try_get("id")?),
                     duplicate: false,
                 });
-                *counted.entry((&job.queue, &job.kind)).or_default() += 1;
+                inserted_jobs.push(job);
                 next = inserted.next();
             }
             _ => {
@@ -233,8 +236,28 @@ pub async fn enqueue_many(
             }
         }
     }
+    count_enqueued(inserted_jobs.into_iter());
+    Ok(out)
+}
+
+/// What a bulk enqueue refuses, checked before anything is written.
+fn check_bulk(job: &NewJob) -> Result<(), QueueError> {
+    job.validate()?;
+    if job.workflow_run_id.is_some() || job.copied_from.is_some() {
+        return Err(QueueError::InvalidInput(
+            "bulk enqueue does not take workflow steps or copies; enqueue them one by one".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The enqueued counter, once per (queue, kind) of a batch rather than once per job.
+fn count_enqueued<'a>(jobs: impl Iterator<Item = &'a NewJob>) {
+    let mut counted: std::collections::HashMap<(&str, &str), u64> = Default::default();
+    for job in jobs {
+        *counted.entry((&job.queue, &job.kind)).or_default() += 1;
+    }
     for ((queue, kind), n) in counted {
         m::enqueued(queue, kind, n);
     }
-    Ok(out)
 }

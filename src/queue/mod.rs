@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod builtin;
 pub mod claim;
 pub mod enqueue;
+pub mod enqueue_copy;
 pub mod exec;
 pub mod handler;
 pub mod heartbeat;

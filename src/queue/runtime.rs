@@ -318,6 +318,8 @@ impl Worker {
                 continue;
             }
             let now = self.clock.now();
+            // The lease runs from `now`; the watchdog counts from this instant too.
+            let sent_at = std::time::Instant::now();
             let claimed = claim_batch(
                 &self.pool,
                 queue,
@@ -340,7 +342,9 @@ impl Worker {
             for job in jobs {
                 let cancel = CancellationToken::new();
                 match lease_token(&job) {
-                    Ok(token) => self.tracker.hold(job.id, token, queue, cancel.clone()),
+                    Ok(token) => self
+                        .tracker
+                        .hold(job.id, token, queue, cancel.clone(), sent_at),
                     Err(e) => {
                         self.tracker.unreserve(queue, free);
                         return Err(e);

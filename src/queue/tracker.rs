@@ -125,14 +125,24 @@ impl Tracker {
             .adjust(queue, |c| c.reserved = c.reserved.saturating_sub(n));
     }
 
-    pub fn hold(&self, id: JobId, token: i64, queue: &str, cancel: CancellationToken) {
+    /// Holds a claimed job. `claim_sent_at` is when the claim statement was sent: its lease
+    /// was computed from that moment, so the watchdog must count from it, not from when the
+    /// (possibly slow) claim came back.
+    pub fn hold(
+        &self,
+        id: JobId,
+        token: i64,
+        queue: &str,
+        cancel: CancellationToken,
+        claim_sent_at: Instant,
+    ) {
         let mut t = self.lock();
         let held = Held {
             token,
             queue: queue.to_string(),
             cancel,
             stop: None,
-            renewed_at: Instant::now(),
+            renewed_at: claim_sent_at,
             started: false,
             handler_done: false,
         };
@@ -272,7 +282,7 @@ mod tests {
 
     fn hold_n(t: &Tracker, from: i64, n: i64, queue: &str) {
         for i in from..from + n {
-            t.hold(JobId(i), i, queue, CancellationToken::new());
+            t.hold(JobId(i), i, queue, CancellationToken::new(), Instant::now());
         }
     }
 

@@ -23,6 +23,7 @@ mod paper;
 mod pg_restart;
 mod props;
 mod queue_basics;
+mod queue_bulk;
 mod queue_metrics;
 mod queue_prefetch;
 mod queue_processes;
