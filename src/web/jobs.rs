@@ -59,7 +59,11 @@ fn searched_line(f: &JobQuery, w: Option<Searched>, matches: usize) -> Markup {
     html! {
         p.searched.muted {
             @match w {
-                None => { "No job" (below) " left to search." }
+                // The window of a kind holds only that kind: say so, not "no job".
+                None => {
+                    "No job" @if let Some(k) = non_empty(&f.kind) { " of kind " (k) }
+                    (below) " left to search."
+                }
                 Some(w) => {
                     "Searched jobs #" (w.lo) "–#" (w.hi) ": " (matches)
                     @if matches == 1 { " match" } @else { " matches" }

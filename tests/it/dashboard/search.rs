@@ -121,7 +121,7 @@ async fn a_rare_kind_is_found_on_the_first_page_however_many_newer_jobs() {
         .contains(&format!("Searched jobs #{rare}–#{rare}: 1 match")));
     let r = send(&d.app, get("/jobs?kind=nope", Some(&l.cookie))).await;
     assert!(listed_ids(&r.body).is_empty());
-    assert!(r.body.contains("No job left to search."));
+    assert!(r.body.contains("No job of kind nope left to search."));
     // A filter the window does not index (queue) pages through the newest jobs instead.
     let r = send(&d.app, get("/jobs?queue=nope", Some(&l.cookie))).await;
     let top = max_id(&d).await;
