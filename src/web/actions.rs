@@ -14,7 +14,7 @@ use sqlx::PgConnection;
 use super::auth::Session;
 use super::dashboard::DashState;
 use super::error::WebError;
-use super::jobs::{matching_ids, JobQuery};
+use super::job_search::{matching_ids, JobQuery};
 use crate::queue::admin::{self, Retried};
 use crate::queue::{JobEvent, JobId, JobState};
 use crate::schedule::{self, Firing};
@@ -118,11 +118,29 @@ pub struct BulkForm {
     pub queue: String,
     #[serde(default)]
     pub q: String,
+    /// The ids a text search's page searched (`from..=to`): what its bulk form covers.
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+impl BulkForm {
+    /// The ids the action may touch, `floor..before`: the searched range for a text
+    /// filter (required: its page only ever showed that range), else every job.
+    fn bounds(&self, filter: &JobQuery) -> Result<(i64, i64, Option<i64>), WebError> {
+        match (filter.has_text(), self.from, self.to) {
+            (false, _, _) => Ok((0, i64::MAX, None)),
+            (true, Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi.saturating_add(1), Some(hi))),
+            (true, _, _) => Err(WebError::BadRequest(
+                "a text search acts on the range its page searched; reload the page".into(),
+            )),
+        }
+    }
 }
 
 /// "All matching the current filter", newest first, in batches of [`BULK_BATCH`] ids per
-/// transaction. The keyset cursor moves below each batch, so copies made by a retry (new,
-/// higher ids) are never visited again. Jobs whose state changed meanwhile are skipped.
+/// transaction; for a text filter, only in the range its page said it searched. The
+/// keyset cursor moves below each batch, so copies made by a retry (new, higher ids) are
+/// never visited again. Jobs whose state changed meanwhile are skipped.
 pub async fn bulk_jobs(
     State(st): State<DashState>,
     Extension(s): Extension<Session>,
@@ -130,21 +148,24 @@ pub async fn bulk_jobs(
 ) -> Result<Redirect, WebError> {
     let action = JobAction::parse(&form.action)?;
     let filter = JobQuery {
-        state: form.state,
-        kind: form.kind,
-        queue: form.queue,
-        q: form.q,
+        state: form.state.clone(),
+        kind: form.kind.clone(),
+        queue: form.queue.clone(),
+        q: form.q.clone(),
         ..JobQuery::default()
     };
+    let (floor, top, searched_to) = form.bounds(&filter)?;
+    let mut before = top;
     let by = s.actor();
     let now = st.clock.now();
-    let (mut done, mut skipped, mut before) = (0u64, 0u64, None);
+    let (mut done, mut skipped) = (0u64, 0u64);
     loop {
-        let ids = matching_ids(&st.pool, &filter, action.states(), before, now, BULK_BATCH).await?;
+        let states = action.states();
+        let ids = matching_ids(&st.pool, &filter, states, floor, before, BULK_BATCH).await?;
         let Some(last) = ids.last().copied() else {
             break;
         };
-        before = Some(last);
+        before = last;
         let mut tx = st.pool.begin().await?;
         if action == JobAction::Retry {
             // Set-based: one copy statement per batch (100,000 jobs in seconds).
@@ -173,8 +194,18 @@ pub async fn bulk_jobs(
         tx.commit().await?;
     }
     tracing::info!(by = %by, action = ?action, done, skipped, "dashboard bulk job action");
-    let msg = format!("{action:?}: {done} jobs done, {skipped} skipped (their state had changed).");
-    Ok(back(&format!("/jobs?{}", filter.to_query_string()), &msg))
+    // A text search goes back to the range it acted on (a retry's copies are newer).
+    let (range, page) = match searched_to {
+        Some(hi) => (format!(" in jobs #{floor}–#{hi}"), format!("&before={top}")),
+        None => (String::new(), String::new()),
+    };
+    let msg = format!(
+        "{action:?}{range}: {done} jobs done, {skipped} skipped (their state had changed)."
+    );
+    Ok(back(
+        &format!("/jobs?{}{page}", filter.to_query_string()),
+        &msg,
+    ))
 }
 
 pub async fn queue_action(

@@ -11,6 +11,7 @@ mod dag;
 pub mod dashboard;
 pub mod equity;
 pub mod error;
+pub mod job_search;
 pub mod jobs;
 mod layout;
 mod pages;

@@ -69,12 +69,20 @@ async fn bulk_retry_copies_every_discarded_job_matching_the_filter_in_batches() 
     discard_all(&d).await;
     add_job(&d, "noop", json!({"batch": "spring", "live": true})).await;
     let l = login(&d, "admin", ADMIN_PW).await;
+    // A text filter's bulk action names the id range its page searched; here all of them.
+    let (from, to): (i64, i64) = sqlx::query_as("SELECT min(id), max(id) FROM jobs")
+        .fetch_one(&d.db.pool)
+        .await
+        .unwrap();
+    let (from, to) = (from.to_string(), to.to_string());
     let form = [
         ("csrf", l.csrf.as_str()),
         ("action", "retry"),
         ("state", "discarded"),
         ("kind", "noop"),
         ("q", "spring"),
+        ("from", &from),
+        ("to", &to),
     ];
     let r = send(&d.app, post("/jobs/bulk", Some(&l.cookie), &form)).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);

@@ -5,6 +5,7 @@
 pub(crate) mod actions;
 mod login;
 mod overview;
+mod search;
 pub(crate) mod trading;
 
 use std::net::SocketAddr;
