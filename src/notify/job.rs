@@ -85,7 +85,7 @@ impl Notify {
         message: &Message,
     ) -> Result<(), JobError> {
         let png = match message {
-            Message::DailyReport(r) => chart_or_none(r),
+            Message::DailyReport(r) => chart_or_none(r).await,
             _ => None,
         };
         match &self.discord {
@@ -124,7 +124,7 @@ impl Notify {
             tracing::warn!(day = %r.day, "daily report e-mail dropped: COINPILOT_SMTP_URL is no longer set");
             return Ok(());
         };
-        mailer.send(r, chart_or_none(r)).await?;
+        mailer.send(r, chart_or_none(r).await).await?;
         tracing::info!(day = %r.day, "daily report e-mailed");
         Ok(())
     }
@@ -132,12 +132,24 @@ impl Notify {
 
 /// The report's chart; a chart that cannot be drawn is logged and left out, because
 /// retrying would draw it no better and the figures matter more than the picture.
-fn chart_or_none(r: &super::DailyReport) -> Option<Vec<u8>> {
-    report::render_png(r)
-        .map_err(
-            |e| tracing::warn!(day = %r.day, error = %e, "daily report sent without its chart"),
-        )
-        .ok()
+///
+/// Drawn on the blocking pool: the render is seconds of CPU in a debug build, and on the
+/// worker's runtime it would hold up the heartbeat and the lease watchdog (on a
+/// single-threaded runtime the watchdog then stopped the job as if its lease were lost).
+async fn chart_or_none(r: &super::DailyReport) -> Option<Vec<u8>> {
+    let owned = r.clone();
+    let day = r.day;
+    match tokio::task::spawn_blocking(move || report::render_png(&owned)).await {
+        Ok(Ok(png)) => Some(png),
+        Ok(Err(e)) => {
+            tracing::warn!(%day, error = %e, "daily report sent without its chart");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%day, error = %e, "daily report sent without its chart: drawing it failed");
+            None
+        }
+    }
 }
 
 /// The e-mail follow-up of primary job `parent`; its unique key keeps it single even if
