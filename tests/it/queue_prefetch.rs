@@ -116,7 +116,7 @@ async fn shutdown_gives_unstarted_jobs_back_at_once_with_their_attempt() {
     let db = TestDb::new().await;
     let (clock, shared) = manual_clock();
     let gauge = Gauge::default();
-    let ids = put_gauges(&db, clock.now(), 6, 60_000).await;
+    put_gauges(&db, clock.now(), 6, 60_000).await;
     let mut w = RunningWorker::start(worker(&db, shared, &gauge, 1, 5));
     eventually(20, "six jobs held", || async { running(&db).await == 6 }).await;
     w.wait_for(20, |e| matches!(e, WorkerEvent::Claimed(_)))
@@ -145,7 +145,6 @@ async fn shutdown_gives_unstarted_jobs_back_at_once_with_their_attempt() {
         1,
         "the waiting jobs never started"
     );
-    assert_eq!(ids.len(), 6);
 }
 
 #[tokio::test]
