@@ -55,6 +55,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "dashboard search",
         include_str!("../../migrations/0009_dashboard_search.sql"),
     ),
+    (
+        10,
+        "dashboard failed jobs",
+        include_str!("../../migrations/0010_dashboard_failed.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

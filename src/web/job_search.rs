@@ -4,7 +4,8 @@
 //! nothing.
 //!
 //! A filtered request reads a bounded **window**: at most the newest [`FILTER_WINDOW`]
-//! jobs below the cursor (of the asked kind, through `jobs_kind_id_idx`), or
+//! jobs below the cursor that meet the indexed part of the filter (its kind, through
+//! `jobs_kind_id_idx`; a discarded or cancelled state, through `jobs_failed_id_idx`), or
 //! [`TEXT_WINDOW`] when the filter has text, whose `ILIKE` costs microseconds a row; it
 //! stops early once the page is full. A filter that matches nothing therefore costs one
 //! window, not a walk over every row (1.4 s at 1M jobs), and the page says which ids it
@@ -25,6 +26,12 @@ pub const PAGE_SIZE: i64 = 50;
 /// nothing; 3,000 keeps one request near 3 ms. A filter that matches 1 row in 25 still
 /// fills a page from one window.
 pub const FILTER_WINDOW: i64 = 3_000;
+/// Jobs one request examines when an index picks them (a kind, a discarded or cancelled
+/// state; see `Driver`): they lie scattered over the table, one heap page read each
+/// (~2.5 µs, against ~0.5 µs a row for the newest jobs, which share pages), so the window
+/// is smaller for the same cost. It only matters when the rest of the filter (queue)
+/// rejects most of them; otherwise the page fills from its first ~50.
+pub const INDEXED_WINDOW: i64 = 1_000;
 /// Jobs one text search examines: `ILIKE` over `args::text` and `errors::text` costs
 /// ~5 µs a row (the jsonb-to-text cast and the match), so a window is ~2 ms; "search
 /// older" continues below it. A trigram index would make it one lookup, but its entries
@@ -83,6 +90,15 @@ impl JobQuery {
             .finish()
     }
 
+    /// The filter's state when it has an index of its own ([`INDEXED_STATES`]): the
+    /// window then holds only jobs in that state.
+    pub fn indexed_state(&self) -> Option<JobState> {
+        self.state()
+            .ok()
+            .flatten()
+            .filter(|s| INDEXED_STATES.contains(s))
+    }
+
     pub fn has_text(&self) -> bool {
         non_empty(&self.q).is_some()
     }
@@ -91,7 +107,9 @@ impl JobQuery {
     pub fn window(&self) -> Option<i64> {
         if self.has_text() {
             Some(TEXT_WINDOW)
-        } else if [&self.state, &self.kind, &self.queue]
+        } else if Driver::of(self) != Driver::All {
+            Some(INDEXED_WINDOW)
+        } else if [&self.state, &self.queue]
             .iter()
             .any(|s| non_empty(s).is_some())
         {
@@ -120,19 +138,6 @@ pub struct JobPage {
     pub searched: Option<Option<Searched>>,
 }
 
-/// The newest `$2` jobs below the cursor `$1`: the oldest id, and how many (fewer than `$2`:
-/// no older job). An index-only scan of the primary key backwards; no lock (a plain read).
-/// Only run when a windowed page did not fill.
-const WINDOW_ALL: &str = "SELECT min(id), count(*) FROM
- (SELECT id FROM jobs WHERE id < $1 ORDER BY id DESC LIMIT $2) w";
-
-/// The same window over the jobs of kind `$3`, through `jobs_kind_id_idx (kind, id)`, so a
-/// kind that matches nothing answers at once. No lock. Run unprepared (planned with the
-/// kind's value): PostgreSQL's generic plan, made after five runs of a prepared statement,
-/// guessed 1 row in 21 for any kind and walked the primary key instead (1.7 s for `nope`).
-const WINDOW_OF_KIND: &str = "SELECT min(id), count(*) FROM
- (SELECT id FROM jobs WHERE kind = $3 AND id < $1 ORDER BY id DESC LIMIT $2) w";
-
 /// The filter's conditions, shared by [`MATCHING`] and the windowed queries. Every filter
 /// is a bound parameter: `$1` state, `$2` kind, `$3` queue, `$5` text (LIKE-escaped), `$8`
 /// the states an action applies to.
@@ -158,28 +163,78 @@ const MATCHING: &str = concat!(
     " ORDER BY id DESC LIMIT $7"
 );
 
-/// Matching jobs among the newest `$6` below the cursor `$4`: the inner LIMIT bounds what
-/// one request reads, the outer one stops as soon as the page is full (a common state
-/// reads ~1,300 rows, not the window). Primary key backwards; no lock.
-const WINDOWED: &str = concat!(
-    "FROM (SELECT * FROM jobs WHERE id < $4 ORDER BY id DESC LIMIT $6) jobs WHERE ",
-    filter_conditions!(),
-    " ORDER BY id DESC LIMIT $7"
-);
+/// The states with an index of their own, `jobs_failed_id_idx (state, id)` (migration
+/// 0010, partial, so the queue's completions never enter it): the ones people filter on
+/// to find what went wrong. The other states are either most of the table (completed) or
+/// a small, new tail of it (available, running), which the newest window finds.
+const INDEXED_STATES: [JobState; 2] = [JobState::Discarded, JobState::Cancelled];
 
-/// The same among the newest `$6` jobs of kind `$2`, through `jobs_kind_id_idx (kind, id)`
-/// when the kind is rare (the planner's choice: a common kind reads the primary key). Run
-/// unprepared, planned with the kind's value (see [`WINDOW_OF_KIND`]). No lock.
-const WINDOWED_OF_KIND: &str = concat!(
-    "FROM (SELECT * FROM jobs WHERE kind = $2 AND id < $4 ORDER BY id DESC LIMIT $6) jobs WHERE ",
-    filter_conditions!(),
-    " ORDER BY id DESC LIMIT $7"
-);
+/// What defines a filter's window: the conditions an index answers. The window is "the
+/// newest `size` jobs below the cursor that meet these"; the rest of the filter (queue,
+/// text, a state without an index) is checked on each of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// The primary key: every job is in the window.
+    All,
+    /// `jobs_kind_id_idx (kind, id)`.
+    Kind,
+    /// `jobs_failed_id_idx (state, id)`.
+    State,
+    /// Either index, the planner's choice with the values in hand.
+    KindAndState,
+}
 
-/// The newest id below the cursor `$1` (of kind `$2` when given): where a full windowed
-/// page's search began. One probe of the primary key or `jobs_kind_id_idx`; no lock.
-const NEWEST_BELOW: &str = "SELECT max(id) FROM jobs WHERE id < $1";
-const NEWEST_OF_KIND_BELOW: &str = "SELECT max(id) FROM jobs WHERE id < $1 AND kind = $2";
+impl Driver {
+    fn of(f: &JobQuery) -> Self {
+        let kind = non_empty(&f.kind).is_some();
+        let state = f.indexed_state().is_some();
+        match (kind, state) {
+            (false, false) => Driver::All,
+            (true, false) => Driver::Kind,
+            (false, true) => Driver::State,
+            (true, true) => Driver::KindAndState,
+        }
+    }
+
+    /// The window's conditions besides `id < $4`, in [`filter_conditions`]'s numbering.
+    fn conditions(self) -> &'static str {
+        match self {
+            Driver::All => "",
+            Driver::Kind => " AND kind = $2",
+            Driver::State => " AND state = $1",
+            Driver::KindAndState => " AND kind = $2 AND state = $1",
+        }
+    }
+
+    /// Whether the statement may be prepared once and reused. A query through an index is
+    /// run unprepared, planned with the values in hand: PostgreSQL's generic plan, made
+    /// after five runs of a prepared statement, guessed 1 row in 21 for any kind and walked
+    /// the primary key instead (1.7 s for `kind=nope`), and a partial index is only usable
+    /// when the planner can see that `state = $1` implies its predicate.
+    fn persistent(self) -> bool {
+        self == Driver::All
+    }
+}
+
+/// The window query: the newest `$6` jobs below the cursor `$4` that meet the driver's
+/// conditions, read backwards through its index. No lock (a plain read).
+fn window_of(driver: Driver, select: &str) -> String {
+    format!(
+        "SELECT {select} FROM jobs WHERE id < $4{} ORDER BY id DESC LIMIT $6",
+        driver.conditions()
+    )
+}
+
+/// Matching jobs among the window (see [`window_of`]): the inner LIMIT bounds what one
+/// request reads, the outer one stops as soon as the page is full (a common state reads
+/// ~1,300 rows, not the window; an indexed state or kind reads ~50). No lock.
+fn windowed_sql(driver: Driver) -> String {
+    format!(
+        "SELECT {JOB_COLUMNS} FROM ({}) jobs WHERE {} ORDER BY id DESC LIMIT $7",
+        window_of(driver, "*"),
+        filter_conditions!()
+    )
+}
 
 /// What a query may examine: ids in `floor..before`, or the newest `size` below `before`.
 #[derive(Debug, Clone, Copy)]
@@ -188,16 +243,24 @@ enum Scope {
     Window { before: i64, size: i64 },
 }
 
+type Args = sqlx::postgres::PgArguments;
+
+/// Binds the filter in [`filter_conditions`]'s numbering; a statement may leave some of
+/// the eight unused (their types travel with the bind, so PostgreSQL needs no guess).
 fn bind_filter<'q, O>(
-    q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, Args>,
     f: &JobQuery,
     scope: Scope,
     limit: i64,
     states: Option<Vec<&'static str>>,
-) -> Result<sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>, WebError> {
+) -> Result<sqlx::query::QueryAs<'q, sqlx::Postgres, O, Args>, WebError> {
     let (before, floor_or_size) = match scope {
         Scope::Range { floor, before } => (before, floor),
         Scope::Window { before, size } => (before, size),
+    };
+    let persistent = match scope {
+        Scope::Range { .. } => non_empty(&f.kind).is_none(),
+        Scope::Window { .. } => Driver::of(f).persistent(),
     };
     Ok(q.bind(f.state()?)
         .bind(non_empty(&f.kind).map(str::to_string))
@@ -207,7 +270,7 @@ fn bind_filter<'q, O>(
         .bind(floor_or_size)
         .bind(limit)
         .bind(states)
-        .persistent(non_empty(&f.kind).is_none()))
+        .persistent(persistent))
 }
 
 async fn matching(
@@ -216,12 +279,10 @@ async fn matching(
     scope: Scope,
     limit: i64,
 ) -> Result<Vec<Job>, WebError> {
-    let from = match (scope, non_empty(&f.kind)) {
-        (Scope::Range { .. }, _) => MATCHING,
-        (Scope::Window { .. }, None) => WINDOWED,
-        (Scope::Window { .. }, Some(_)) => WINDOWED_OF_KIND,
+    let sql = match scope {
+        Scope::Range { .. } => format!("SELECT {JOB_COLUMNS} {MATCHING}"),
+        Scope::Window { .. } => windowed_sql(Driver::of(f)),
     };
-    let sql = format!("SELECT {JOB_COLUMNS} {from}");
     let q = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql));
     let rows = bind_filter(q, f, scope, limit, None)?
         .fetch_all(pool)
@@ -229,34 +290,34 @@ async fn matching(
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
-/// The window of `size` jobs below `before` that `f` searches: `(lo, rows)`.
+/// The window of `size` jobs below `before` that `f` searches: `(lo, rows)`, fewer rows
+/// than `size` when no older job meets the driver. An index-only scan; no lock. Only run
+/// when a windowed page did not fill.
 async fn window(
     pool: &PgPool,
     f: &JobQuery,
     before: i64,
     size: i64,
 ) -> Result<(Option<i64>, i64), WebError> {
-    let q = match non_empty(&f.kind) {
-        Some(kind) => sqlx::query_as(WINDOW_OF_KIND)
-            .bind(before)
-            .bind(size)
-            .bind(kind.to_string())
-            .persistent(false),
-        None => sqlx::query_as(WINDOW_ALL).bind(before).bind(size),
-    };
-    Ok(q.fetch_one(pool).await?)
+    let sql = format!(
+        "SELECT min(id), count(*) FROM ({}) w",
+        window_of(Driver::of(f), "id")
+    );
+    let q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    let scope = Scope::Window { before, size };
+    Ok(bind_filter(q, f, scope, 0, None)?.fetch_one(pool).await?)
 }
 
-/// The newest job below `before` that `f`'s window can hold (of its kind, if any).
+/// The newest job below `before` that `f`'s window can hold: where a page's search
+/// begins. One probe of the driver's index; no lock.
 async fn newest_below(pool: &PgPool, f: &JobQuery, before: i64) -> Result<Option<i64>, WebError> {
-    let q = match non_empty(&f.kind) {
-        Some(kind) => sqlx::query_scalar(NEWEST_OF_KIND_BELOW)
-            .bind(before)
-            .bind(kind.to_string())
-            .persistent(false),
-        None => sqlx::query_scalar(NEWEST_BELOW).bind(before),
-    };
-    Ok(q.fetch_one(pool).await?)
+    let sql = format!(
+        "SELECT max(id) FROM jobs WHERE id < $4{}",
+        Driver::of(f).conditions()
+    );
+    let q = sqlx::query_as::<_, (Option<i64>,)>(sqlx::AssertSqlSafe(sql));
+    let scope = Scope::Window { before, size: 0 };
+    Ok(bind_filter(q, f, scope, 0, None)?.fetch_one(pool).await?.0)
 }
 
 /// One page of matching jobs, newest first, below `f.before`.
@@ -345,7 +406,7 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for JobRow {
 
 #[cfg(test)]
 mod tests {
-    use super::{like_escape, JobQuery, FILTER_WINDOW, TEXT_WINDOW};
+    use super::{like_escape, JobQuery, FILTER_WINDOW, INDEXED_WINDOW, TEXT_WINDOW};
 
     #[test]
     fn like_wildcards_and_the_escape_character_are_escaped() {
@@ -355,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_filtered_list_reads_a_window_and_text_reads_the_small_one() {
+    fn only_a_filtered_list_reads_a_window_an_indexed_one_and_text_read_smaller_ones() {
         let q = |state: &str, kind: &str, text: &str| JobQuery {
             state: state.into(),
             kind: kind.into(),
@@ -364,8 +425,16 @@ mod tests {
         };
         assert_eq!(q("", "", "").window(), None);
         assert_eq!(q(" ", "", "  ").window(), None);
-        assert_eq!(q("discarded", "", "").window(), Some(FILTER_WINDOW));
-        assert_eq!(q("", "noop", "").window(), Some(FILTER_WINDOW));
+        assert_eq!(q("completed", "", "").window(), Some(FILTER_WINDOW));
+        assert_eq!(q("discarded", "", "").window(), Some(INDEXED_WINDOW));
+        assert_eq!(q("cancelled", "", "").window(), Some(INDEXED_WINDOW));
+        assert_eq!(q("", "noop", "").window(), Some(INDEXED_WINDOW));
+        assert_eq!(q("available", "noop", "").window(), Some(INDEXED_WINDOW));
         assert_eq!(q("", "noop", "order").window(), Some(TEXT_WINDOW));
+        let queue = JobQuery {
+            queue: "trading".into(),
+            ..JobQuery::default()
+        };
+        assert_eq!(queue.window(), Some(FILTER_WINDOW));
     }
 }

@@ -14,7 +14,7 @@ use super::auth::Session;
 use super::dashboard::DashState;
 use super::error::WebError;
 pub use super::job_search::{like_escape, JobQuery, PAGE_SIZE};
-use super::job_search::{non_empty, search, Searched, FILTER_WINDOW, TEXT_WINDOW};
+use super::job_search::{non_empty, search, Searched, FILTER_WINDOW, INDEXED_WINDOW, TEXT_WINDOW};
 use super::layout::{self, badge, opt_time, page, post_button, time};
 use crate::queue::admin::{errors_of, get_job};
 use crate::queue::{Job, JobId, JobState};
@@ -59,9 +59,11 @@ fn searched_line(f: &JobQuery, w: Option<Searched>, matches: usize) -> Markup {
     html! {
         p.searched.muted {
             @match w {
-                // The window of a kind holds only that kind: say so, not "no job".
+                // The window of a kind (or an indexed state) holds only those: say so,
+                // not "no job".
                 None => {
-                    "No job" @if let Some(k) = non_empty(&f.kind) { " of kind " (k) }
+                    "No " @if let Some(s) = f.indexed_state() { (s.as_str()) " " }
+                    "job" @if let Some(k) = non_empty(&f.kind) { " of kind " (k) }
                     (below) " left to search."
                 }
                 Some(w) => {
@@ -110,7 +112,8 @@ fn filter_form(f: &JobQuery) -> Markup {
             } }
             label { "Kind" input name="kind" value=(f.kind) size="14"; }
             label { "Queue" input name="queue" value=(f.queue) size="10"; }
-            label title={ "Each page searches " (TEXT_WINDOW) " jobs (" (FILTER_WINDOW)
+            label title={ "Each page searches " (TEXT_WINDOW) " jobs (" (INDEXED_WINDOW)
+                " of a kind or of a discarded or cancelled state, " (FILTER_WINDOW)
                 " for the other filters) and says which; \"Search older\" goes on" } {
                 "Text in args or errors" input name="q" value=(f.q) size="22"; }
             button.primary type="submit" { "Filter" }

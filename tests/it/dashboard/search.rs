@@ -2,7 +2,7 @@
 //! and links to the next; a bulk action over a text search acts on that range only.
 
 use axum::http::StatusCode;
-use coinpilot::web::job_search::{FILTER_WINDOW, TEXT_WINDOW};
+use coinpilot::web::job_search::{FILTER_WINDOW, INDEXED_WINDOW, TEXT_WINDOW};
 use serde_json::json;
 
 use super::*;
@@ -132,6 +132,102 @@ async fn a_rare_kind_is_found_on_the_first_page_however_many_newer_jobs() {
     assert!(older_link(&r.body)
         .unwrap()
         .ends_with(&format!("&before={lo}")));
+}
+
+/// `n` discarded `noop` jobs in queue `queue`, in one statement.
+async fn add_discarded(d: &Dash, n: i64, queue: &str) {
+    sqlx::query(
+        "INSERT INTO jobs (kind, queue, args, run_at, attempt, state, created_at, started_at,
+                           finished_at)
+         SELECT 'noop', $2, '{}', now(), 1, 'discarded', now(), now(), now()
+         FROM generate_series(1, $1) g",
+    )
+    .bind(n)
+    .bind(queue)
+    .execute(&d.db.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_discarded_job_behind_any_number_of_completed_ones_is_on_the_first_page() {
+    let d = setup().await;
+    let old = add_job(&d, "noop", json!({})).await;
+    discard_all(&d).await;
+    add_fillers(&d, FILTER_WINDOW + 5).await;
+    let l = login(&d, "admin", ADMIN_PW).await;
+
+    let r = send(&d.app, get("/jobs?state=discarded", Some(&l.cookie))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        listed_ids(&r.body),
+        vec![old],
+        "found through its state's index"
+    );
+    assert!(r
+        .body
+        .contains(&format!("Searched jobs #{old}–#{old}: 1 match")));
+    assert!(r.body.contains("no older job exists"));
+    // With a kind too, either index may answer: the same one job.
+    let r = send(
+        &d.app,
+        get("/jobs?state=discarded&kind=noop", Some(&l.cookie)),
+    )
+    .await;
+    assert_eq!(listed_ids(&r.body), vec![old]);
+    let r = send(&d.app, get("/jobs?state=cancelled", Some(&l.cookie))).await;
+    assert!(listed_ids(&r.body).is_empty());
+    assert!(
+        r.body.contains("No cancelled job left to search."),
+        "the window holds only cancelled jobs, and says so"
+    );
+    let r = send(
+        &d.app,
+        get("/jobs?state=cancelled&kind=noop", Some(&l.cookie)),
+    )
+    .await;
+    assert!(r
+        .body
+        .contains("No cancelled job of kind noop left to search."));
+    // A state without an index of its own still pages through the newest jobs.
+    let r = send(&d.app, get("/jobs?state=running", Some(&l.cookie))).await;
+    let top = max_id(&d).await;
+    let lo = top - FILTER_WINDOW + 1;
+    assert!(r
+        .body
+        .contains(&format!("Searched jobs #{lo}–#{top}: 0 matches")));
+}
+
+#[tokio::test]
+async fn a_queue_filter_over_discarded_jobs_searches_a_window_of_discarded_jobs() {
+    let d = setup().await;
+    add_discarded(&d, 1, "rare").await;
+    let rare = max_id(&d).await;
+    add_discarded(&d, INDEXED_WINDOW, "default").await;
+    add_fillers(&d, 10).await;
+    let newest_discarded = max_id(&d).await - 10;
+    let l = login(&d, "admin", ADMIN_PW).await;
+
+    let first = send(
+        &d.app,
+        get("/jobs?state=discarded&queue=rare", Some(&l.cookie)),
+    )
+    .await;
+    assert!(
+        listed_ids(&first.body).is_empty(),
+        "outside the first window"
+    );
+    let lo = newest_discarded - INDEXED_WINDOW + 1;
+    assert!(
+        first.body.contains(&format!(
+            "Searched jobs #{lo}–#{newest_discarded}: 0 matches"
+        )),
+        "the window is the newest {INDEXED_WINDOW} discarded jobs, not the newest jobs"
+    );
+    let older = older_link(&first.body).expect("a search older link");
+    let second = send(&d.app, get(&older, Some(&l.cookie))).await;
+    assert_eq!(listed_ids(&second.body), vec![rare]);
+    assert!(second.body.contains("no older job exists"));
 }
 
 #[tokio::test]
