@@ -48,6 +48,28 @@ pub struct Capacity {
     pub queue_limit: Option<usize>,
 }
 
+impl Capacity {
+    /// The smallest claim worth a commit while the queue has jobs running: half its slots
+    /// (see [`Tracker::reserve_batch`]). With prefetch, batches are large anyway.
+    pub fn min_batch(&self) -> usize {
+        if self.prefetch > 0 {
+            return 1;
+        }
+        let slots = self.queue_limit.map_or(self.slots, |l| l.min(self.slots));
+        slots.div_ceil(2).max(1)
+    }
+}
+
+/// What [`Tracker::reserve_batch`] granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    /// Jobs the claim may take (reserved; give them back with `unreserve`).
+    pub jobs: usize,
+    /// Some slots are free, fewer than the batch asked for, while jobs run: claim them
+    /// later (when more free up, or after a short linger).
+    pub deferred: bool,
+}
+
 /// Finished jobs whose batched completion is not written yet, past which the worker stops
 /// claiming: a completer that falls behind (a slow or stalled database) must not let the
 /// claim loop run ahead without bound (each of those jobs is a lease to renew).
@@ -68,12 +90,21 @@ struct Count {
 pub struct Table {
     pub held: HashMap<JobId, Held>,
     all: Count,
-    per_queue: HashMap<String, Count>,
+    per_queue: Vec<(String, Count)>,
 }
 
 impl Table {
+    /// The queue's counts. A worker serves a handful of queues, so a short list searched
+    /// by name: this runs several times per job, and allocates only for a new queue.
     fn count(&mut self, queue: &str) -> &mut Count {
-        self.per_queue.entry(queue.to_string()).or_default()
+        let i = match self.per_queue.iter().position(|(q, _)| q == queue) {
+            Some(i) => i,
+            None => {
+                self.per_queue.push((queue.to_string(), Count::default()));
+                self.per_queue.len() - 1
+            }
+        };
+        &mut self.per_queue[i].1
     }
 
     fn adjust(&mut self, queue: &str, f: impl Fn(&mut Count)) {
@@ -101,7 +132,35 @@ impl Tracker {
     /// for a slot fall to half the prefetch, so claims come in large batches rather than
     /// one job per freed slot.
     pub fn reserve(&self, queue: &str, cap: Capacity) -> usize {
+        self.reserve_batch(queue, cap, 1).jobs
+    }
+
+    /// [`reserve`](Self::reserve), but while the queue has jobs running or a claim in
+    /// flight, grants nothing unless at least `min` slots are free: a handler that ends
+    /// frees one slot, and claiming it alone costs a commit (a WAL flush) per job. An idle
+    /// queue claims whatever is free at once, so pickup latency is not touched.
+    pub fn reserve_batch(&self, queue: &str, cap: Capacity, min: usize) -> Reservation {
         let mut t = self.lock();
+        let busy = {
+            let q = t.count(queue);
+            q.active + q.reserved > 0
+        };
+        let free = Self::room(&mut t, queue, cap);
+        if free > 0 && free < min && busy {
+            return Reservation {
+                jobs: 0,
+                deferred: true,
+            };
+        }
+        t.adjust(queue, |c| c.reserved += free);
+        Reservation {
+            jobs: free,
+            deferred: false,
+        }
+    }
+
+    /// Free room for `queue` under `cap`, reserving nothing.
+    fn room(t: &mut Table, queue: &str, cap: Capacity) -> usize {
         let q = t.count(queue);
         let (q_active, q_waiting, q_reserved) = (q.active, q.waiting, q.reserved);
         if cap.prefetch > 0 && q_waiting > cap.prefetch / 2 {
@@ -112,11 +171,9 @@ impl Tracker {
             return 0;
         }
         let room = (cap.slots + cap.prefetch).saturating_sub(t.all.active + t.all.reserved);
-        let free = cap.queue_limit.map_or(room, |l| {
+        cap.queue_limit.map_or(room, |l| {
             room.min((l + cap.prefetch).saturating_sub(q_active + q_reserved))
-        });
-        t.adjust(queue, |c| c.reserved += free);
-        free
+        })
     }
 
     /// Returns a reservation once its claimed jobs are held (or the claim failed).
@@ -300,6 +357,38 @@ mod tests {
             7,
             "a finished handler frees its slot"
         );
+    }
+
+    #[test]
+    fn a_busy_queue_claims_half_its_slots_at_a_time_and_an_idle_one_at_once() {
+        let t = Tracker::default();
+        let c = cap(10, 0, None);
+        assert_eq!(c.min_batch(), 5);
+        let r = t.reserve_batch("q", c, c.min_batch());
+        assert_eq!((r.jobs, r.deferred), (10, false));
+        hold_n(&t, 1, 10, "q");
+        t.unreserve("q", 10);
+        for i in 1..=3 {
+            assert!(t.try_start(JobId(i)));
+            t.mark_handler_done(JobId(i));
+        }
+        let r = t.reserve_batch("q", c, c.min_batch());
+        assert_eq!((r.jobs, r.deferred), (0, true), "3 free of 10: wait for 5");
+        assert_eq!(t.reserve_batch("q", c, 1).jobs, 3, "after the linger");
+        t.unreserve("q", 3);
+        // Another queue with nothing running claims what is free at once.
+        let r = t.reserve_batch("other", c, c.min_batch());
+        assert_eq!((r.jobs, r.deferred), (3, false));
+        t.unreserve("other", 3);
+        for i in 4..=5 {
+            assert!(t.try_start(JobId(i)));
+            t.mark_handler_done(JobId(i));
+        }
+        assert_eq!(t.reserve_batch("q", c, c.min_batch()).jobs, 5);
+        // The batch is half of what the queue may run; never more than 1 with prefetch.
+        assert_eq!(cap(10, 0, Some(3)).min_batch(), 2);
+        assert_eq!(cap(1, 0, None).min_batch(), 1);
+        assert_eq!(cap(10, 100, None).min_batch(), 1);
     }
 
     #[test]
