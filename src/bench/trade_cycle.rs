@@ -395,7 +395,7 @@ async fn settle(
     deadline: Instant,
 ) -> Result<(), CliError> {
     loop {
-        if admin::count_unfinished(pool).await? == 0 {
+        if !admin::any_unfinished(pool).await? {
             return Ok(());
         }
         if Instant::now() > deadline {

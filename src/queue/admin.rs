@@ -318,15 +318,20 @@ pub async fn set_queue_paused(
     Ok(())
 }
 
-/// Counts of jobs by state, for checks and the bench.
-pub async fn count_unfinished(pool: &PgPool) -> Result<i64, QueueError> {
-    let n: i64 =
-        // One subquery per partial index (an `IN` scans the table).
-        sqlx::query_scalar("SELECT (SELECT count(*) FROM jobs WHERE state = 'available') \
-             + (SELECT count(*) FROM jobs WHERE state = 'running')")
-            .fetch_one(pool)
-            .await?;
-    Ok(n)
+/// Whether any job is still available or running: the bench's drain monitor.
+///
+/// Stops at the first live entry of each partial index, where a `count(*)` visits every
+/// unfinished row: during a drain of 100,000 jobs that count cost PostgreSQL ~30 ms
+/// a call, polled every 20 ms, so the monitor took a core from the drain it measured. Both
+/// arms read one snapshot, so a job moving from running to completed is never missed.
+pub async fn any_unfinished(pool: &PgPool) -> Result<bool, QueueError> {
+    let any: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'available') \
+             OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running')",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(any)
 }
 
 /// The attempts' errors of a job, oldest first, as stored.

@@ -17,23 +17,41 @@ use super::QueueError;
 /// The channel workers `LISTEN` on; the payload is the queue name.
 pub const JOBS_CHANNEL: &str = "coinpilot_jobs";
 
-/// Inserts one job. A live job (available or running) with the same unique key wins: the
-/// insert does nothing (partial unique index `jobs_unique_key_idx`) and the caller gets
-/// that job's id with `duplicate = true`. Takes no lock beyond the new row's and the unique
-/// index entry's.
-const ENQUEUE_ONE: &str = "
+/// Inserts one job; `$conflict` is the unique-key clause, left out for a job without a key
+/// (as in [`enqueue_many_sql`]: `ON CONFLICT` makes the insert speculative, an extra index
+/// probe and WAL record, even when the job has no key).
+macro_rules! enqueue_one_sql {
+    ($conflict:literal) => {
+        concat!(
+            "
 WITH ins AS (
     INSERT INTO jobs (kind, queue, args, priority, run_at, max_attempts, timeout_ms, unique_key,
                       workflow_run_id, workflow_step, copied_from, enqueued_by, created_at)
     VALUES ($1, $2, $3, $4, coalesce($5, $13), $6, $7, $8, $9, $10, $11, $12, $13)
-    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
-    DO NOTHING
+    ",
+            $conflict,
+            "
     RETURNING id, queue, run_at
 )
 SELECT id,
        (SELECT count(pg_notify('coinpilot_jobs', d.queue))
         FROM (SELECT ins.queue WHERE ins.run_at <= $13) AS d) AS n
-FROM ins";
+FROM ins"
+        )
+    };
+}
+
+/// Inserts one job with a unique key. A live job (available or running) with the same key
+/// wins: the insert does nothing (partial unique index `jobs_unique_key_idx`) and the caller
+/// gets that job's id with `duplicate = true`. Takes no lock beyond the new row's and the
+/// unique index entry's.
+const ENQUEUE_ONE: &str = enqueue_one_sql!(
+    "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+    DO NOTHING"
+);
+
+/// [`enqueue_one_sql`] for a job without a unique key: no conflict is possible.
+const ENQUEUE_ONE_NO_KEY: &str = enqueue_one_sql!("");
 
 /// The live holder of a unique key. Reads only; no lock.
 const FIND_LIVE_UNIQUE: &str =
@@ -87,7 +105,12 @@ pub async fn enqueue(
     // A live duplicate can finish between our insert and our look-up; then the insert is
     // tried again. Two rounds always suffice unless the key churns faster than we query.
     for _ in 0..3 {
-        let row = sqlx::query(ENQUEUE_ONE)
+        let sql = if job.unique_key.is_some() {
+            ENQUEUE_ONE
+        } else {
+            ENQUEUE_ONE_NO_KEY
+        };
+        let row = sqlx::query(sql)
             .bind(&job.kind)
             .bind(&job.queue)
             .bind(&job.args)
