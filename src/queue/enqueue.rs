@@ -58,29 +58,38 @@ const FIND_LIVE_UNIQUE: &str =
     "SELECT id FROM jobs WHERE unique_key = $1 AND state IN ('available', 'running')";
 
 /// Inserts many jobs in one statement from parallel arrays (`UNNEST`), one `NOTIFY` per due
-/// queue. `$conflict` is the unique-key clause: a batch that carries unique keys skips the
-/// duplicates of live keys (reported by key); a batch without any leaves the clause out, since
-/// `ON CONFLICT` makes every row a speculative insertion (an extra index probe and WAL record
-/// per row) even when no row has a key.
+/// queue. Each input gets its id from the identity's sequence *by its ordinal* (`x`, a
+/// materialized CTE: `nextval` is volatile, so it runs once per input), and the result
+/// lists every input in order with whether its row went in: nothing depends on the order
+/// in which the executor inserts rows. `$conflict` is the unique-key clause: a batch that
+/// carries unique keys skips the duplicates of live keys; a batch without any leaves the
+/// clause out, since `ON CONFLICT` makes every row a speculative insertion (an extra index
+/// probe and WAL record per row) even when no row has a key. Ids of skipped inputs are
+/// never used (gaps, as any rolled-back insert leaves).
 macro_rules! enqueue_many_sql {
     ($conflict:literal) => {
         concat!(
             "
-WITH ins AS (
-    INSERT INTO jobs (kind, queue, args, priority, run_at, max_attempts, timeout_ms, unique_key,
-                      enqueued_by, created_at)
-    SELECT k, q, a, p, coalesce(r, $10), m, t, u, e, $10
+WITH x AS MATERIALIZED (
+    SELECT nextval('jobs_id_seq'::regclass) AS id, o, k, q, a, p, r, m, t, u, e
     FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::timestamptz[], $6::int4[],
-                $7::int4[], $8::text[], $9::text[]) AS x(k, q, a, p, r, m, t, u, e)
+                $7::int4[], $8::text[], $9::text[]) WITH ORDINALITY AS x(k, q, a, p, r, m, t, u, e, o)
+), ins AS (
+    INSERT INTO jobs (id, kind, queue, args, priority, run_at, max_attempts, timeout_ms,
+                      unique_key, enqueued_by, created_at)
+    OVERRIDING SYSTEM VALUE
+    SELECT id, k, q, a, p, coalesce(r, $10), m, t, u, e, $10 FROM x ORDER BY o
     ",
             $conflict,
             "
-    RETURNING id, queue, run_at, unique_key
+    RETURNING id, queue, run_at
 ), woke AS (
     SELECT count(pg_notify('coinpilot_jobs', queue)) AS n
     FROM (SELECT DISTINCT queue FROM ins WHERE run_at <= $10) due
 )
-SELECT id, unique_key, (SELECT n FROM woke) AS n FROM ins ORDER BY id"
+SELECT x.id, ins.id IS NOT NULL AS inserted, (SELECT n FROM woke) AS n
+FROM x LEFT JOIN ins ON ins.id = x.id
+ORDER BY x.o"
         )
     };
 }
@@ -220,44 +229,38 @@ pub async fn enqueue_many(
         .bind(now)
         .fetch_all(&mut *conn)
         .await?;
-    // Identity values are assigned in UNNEST order, so inserted ids ascend in input order;
-    // the rows missing from RETURNING are exactly the duplicates.
-    let mut inserted = rows.iter();
-    let mut inserted_keys = std::collections::HashSet::new();
-    let mut next = inserted.next();
+    if rows.len() != jobs.len() {
+        return Err(QueueError::InvalidInput(format!(
+            "bulk enqueue returned {} rows for {} jobs",
+            rows.len(),
+            jobs.len()
+        )));
+    }
     let mut out = Vec::with_capacity(jobs.len());
     let mut inserted_jobs = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let key_taken_here = job
-            .unique_key
-            .as_ref()
-            .is_some_and(|k| inserted_keys.contains(k));
-        match next {
-            Some(row)
-                if !key_taken_here
-                    && row.try_get::<Option<String>, _>("unique_key")? == job.unique_key =>
-            {
-                if let Some(k) = &job.unique_key {
-                    inserted_keys.insert(k.clone());
-                }
-                out.push(Enqueued {
-                    id: JobId(row.try_get("id")?),
-                    duplicate: false,
-                });
-                inserted_jobs.push(job);
-                next = inserted.next();
-            }
-            _ => {
-                let id: i64 = sqlx::query_scalar(FIND_LIVE_UNIQUE)
-                    .bind(&job.unique_key)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                out.push(Enqueued {
-                    id: JobId(id),
-                    duplicate: true,
-                });
-            }
+    for (job, row) in jobs.iter().zip(&rows) {
+        if row.try_get::<bool, _>("inserted")? {
+            out.push(Enqueued {
+                id: JobId(row.try_get("id")?),
+                duplicate: false,
+            });
+            inserted_jobs.push(job);
+            continue;
         }
+        // Skipped by ON CONFLICT: a live job holds the key (possibly an earlier input of
+        // this batch). It may finish before this look-up; then the single-job path, which
+        // retries exactly that race, enqueues it.
+        let live: Option<i64> = sqlx::query_scalar(FIND_LIVE_UNIQUE)
+            .bind(&job.unique_key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        out.push(match live {
+            Some(id) => Enqueued {
+                id: JobId(id),
+                duplicate: true,
+            },
+            None => enqueue(conn, now, job).await?,
+        });
     }
     count_enqueued(inserted_jobs.into_iter());
     Ok(out)

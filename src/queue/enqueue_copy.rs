@@ -41,7 +41,7 @@ pub async fn copy_many(
         .bind(jobs.len() as i64)
         .fetch_all(&mut *conn)
         .await?;
-    // Ascending, so ids follow input order as `ENQUEUE_MANY`'s do.
+    // Ascending, so ids follow input order (as `ENQUEUE_MANY` assigns them, by ordinal).
     ids.sort_unstable();
     if ids.len() != jobs.len() {
         return Err(QueueError::InvalidInput(format!(
