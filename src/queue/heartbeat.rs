@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::job::JobId;
+use super::presence::Presence;
 use super::tracker::{StopReason, Tracker};
 use crate::clock::SharedClock;
 
@@ -27,9 +28,6 @@ UPDATE jobs j SET lease_expires_at = $3 + make_interval(secs => $4)
 WHERE j.id = ANY($1) AND j.lease_token = ANY($2)
 RETURNING j.id";
 
-/// Marks this worker alive for the dashboard.
-const TOUCH_WORKER: &str = "UPDATE workers SET heartbeat_at = $2 WHERE name = $1";
-
 /// How long before the lease's end a handler is stopped when renewals fail.
 pub fn watchdog_margin(lease: Duration) -> Duration {
     (lease / 5).max(Duration::from_millis(200)).min(lease / 2)
@@ -40,7 +38,7 @@ pub struct Heartbeat {
     pub clock: SharedClock,
     pub tracker: Tracker,
     pub lease: Duration,
-    pub worker: String,
+    pub presence: Presence,
 }
 
 impl Heartbeat {
@@ -79,7 +77,7 @@ impl Heartbeat {
         let leases = self.tracker.leases();
         let sent_at = Instant::now();
         let now = self.clock.now();
-        if let Err(e) = self.touch_worker(now).await {
+        if let Err(e) = self.presence.touch(&self.pool, now).await {
             tracing::warn!(error = %e, "worker heartbeat failed");
         }
         if leases.is_empty() {
@@ -90,15 +88,6 @@ impl Heartbeat {
             Ok(kept) => self.apply(&leases, &kept, sent_at),
             Err(e) => tracing::warn!(error = %e, jobs = leases.len(), "lease renewal failed"),
         }
-    }
-
-    async fn touch_worker(&self, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
-        sqlx::query(TOUCH_WORKER)
-            .bind(&self.worker)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
     }
 
     fn apply(&self, sent: &[(JobId, i64)], kept: &[JobId], sent_at: Instant) {

@@ -18,6 +18,7 @@ pub mod heartbeat;
 pub mod job;
 pub mod metrics;
 pub mod notify;
+pub mod presence;
 pub mod prune;
 pub mod rescue;
 pub mod runtime;

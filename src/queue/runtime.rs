@@ -33,6 +33,7 @@ use super::handler::HandlerRegistry;
 use super::heartbeat::Heartbeat;
 use super::job::{Job, JobId};
 use super::notify::Listener;
+use super::presence::Presence;
 use super::rescue::Rescuer;
 use super::slots::Slots;
 use super::tracker::{Capacity, StopReason, Tracker};
@@ -193,10 +194,14 @@ impl Worker {
 
     /// Runs until `shutdown` fires, then drains gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueueError> {
-        self.register().await?;
+        let presence = self.presence();
+        // Another start's row counts as alive if it beat within two heartbeat periods.
+        let alive_within =
+            chrono::Duration::from_std(self.config.lease * 2 / 3).unwrap_or(chrono::Duration::MAX);
+        presence.register(&self.pool, alive_within).await?;
         let services = CancellationToken::new();
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
-        let handles = self.start_services(&services, done_rx);
+        let handles = self.start_services(&services, done_rx, presence.clone());
         let runner = Arc::new(JobRunner::new(&self, done_tx));
         // Several claimers keep claim statements in flight back to back, so the commits of
         // one overlap the round trips of another (PostgreSQL groups their WAL flushes).
@@ -216,7 +221,7 @@ impl Worker {
                 tracing::error!(error = %e, "worker service task failed");
             }
         }
-        self.unregister().await;
+        presence.unregister(&self.pool).await;
         results.into_iter().collect()
     }
 
@@ -239,6 +244,7 @@ impl Worker {
         &self,
         stop: &CancellationToken,
         done_rx: mpsc::UnboundedReceiver<Completion>,
+        presence: Presence,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let listener = Listener {
             pool: self.pool.clone(),
@@ -251,7 +257,7 @@ impl Worker {
             clock: self.clock.clone(),
             tracker: self.tracker.clone(),
             lease: self.config.lease,
-            worker: self.config.name.clone(),
+            presence,
         };
         let rescuer = Rescuer {
             pool: self.pool.clone(),
@@ -454,29 +460,13 @@ impl Worker {
         }
     }
 
-    async fn register(&self) -> Result<(), QueueError> {
-        let queues: Vec<String> = self.config.queues.iter().map(|(q, _)| q.clone()).collect();
-        sqlx::query(
-            "INSERT INTO workers (name, queues, concurrency, started_at, heartbeat_at)
-             VALUES ($1, $2, $3, $4, $4)
-             ON CONFLICT (name) DO UPDATE SET queues = $2, concurrency = $3, started_at = $4, heartbeat_at = $4",
-        )
-        .bind(&self.config.name)
-        .bind(&queues)
-        .bind(self.config.concurrency as i32)
-        .bind(self.clock.now())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn unregister(&self) {
-        if let Err(e) = sqlx::query("DELETE FROM workers WHERE name = $1")
-            .bind(&self.config.name)
-            .execute(&self.pool)
-            .await
-        {
-            tracing::warn!(error = %e, "could not remove the worker's row; it will show as stale");
+    /// This start's row in `workers`.
+    fn presence(&self) -> Presence {
+        Presence {
+            name: self.config.name.clone(),
+            queues: self.config.queues.iter().map(|(q, _)| q.clone()).collect(),
+            concurrency: i32::try_from(self.config.concurrency).unwrap_or(i32::MAX),
+            started_at: self.clock.now(),
         }
     }
 }

@@ -26,6 +26,7 @@ mod queue_basics;
 mod queue_bulk;
 mod queue_metrics;
 mod queue_prefetch;
+mod queue_presence;
 mod queue_processes;
 mod schedules;
 mod secrets_logs;

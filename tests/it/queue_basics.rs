@@ -164,38 +164,6 @@ async fn unique_key_duplicates_return_the_live_job() {
 }
 
 #[tokio::test]
-async fn a_bulk_enqueue_returns_each_input_its_own_row_and_repeats_of_a_key_the_first() {
-    let db = TestDb::new().await;
-    let (clock, _) = manual_clock();
-    let keyed = |n: i64, key: &str| NewJob::new("noop", json!({ "n": n })).with_unique_key(key);
-    let jobs = vec![
-        NewJob::new("noop", json!({ "n": 0 })),
-        keyed(1, "k1"),
-        NewJob::new("noop", json!({ "n": 2 })),
-        keyed(3, "k1"),
-        keyed(4, "k2"),
-        NewJob::new("noop", json!({ "n": 5 })),
-    ];
-    let mut c = db.pool.acquire().await.unwrap();
-    let got = enqueue_many(&mut c, clock.now(), &jobs).await.unwrap();
-    let dup: Vec<bool> = got.iter().map(|e| e.duplicate).collect();
-    assert_eq!(dup, [false, false, false, true, false, false]);
-    assert_eq!(
-        got[3].id, got[1].id,
-        "a repeated key answers with the first input's job"
-    );
-    for (i, e) in got.iter().enumerate().filter(|(_, e)| !e.duplicate) {
-        let n: i64 = sqlx::query_scalar("SELECT (args->>'n')::bigint FROM jobs WHERE id = $1")
-            .bind(e.id.0)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-        assert_eq!(n, i as i64, "input {i} got the row of input {n}");
-    }
-    assert_eq!(db.count("SELECT count(*) FROM jobs").await, 5);
-}
-
-#[tokio::test]
 async fn enqueue_in_a_rolled_back_transaction_is_never_seen() {
     let db = TestDb::new().await;
     let (clock, shared) = manual_clock();

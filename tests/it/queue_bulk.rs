@@ -1,6 +1,7 @@
-//! Bulk enqueue of large batches (the `COPY` path, `queue::enqueue_copy`): ids in input
+//! Bulk enqueue: large batches (the `COPY` path, `queue::enqueue_copy`) keep ids in input
 //! order, every column exactly as given whatever characters the args hold, invisible until
-//! the caller commits, and a wake-up for the workers.
+//! the caller commits, and wake the workers; small or keyed batches (`UNNEST`) give each
+//! input its own row and answer a repeated key with the first input's job.
 
 use std::time::Duration;
 
@@ -123,4 +124,36 @@ async fn a_large_batch_wakes_an_idle_worker_without_waiting_for_its_poll() {
     w.wait_for(30, |e| *e == WorkerEvent::Completed(first))
         .await;
     w.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bulk_enqueue_returns_each_input_its_own_row_and_repeats_of_a_key_the_first() {
+    let db = TestDb::new().await;
+    let (clock, _) = manual_clock();
+    let keyed = |n: i64, key: &str| NewJob::new("noop", json!({ "n": n })).with_unique_key(key);
+    let jobs = vec![
+        NewJob::new("noop", json!({ "n": 0 })),
+        keyed(1, "k1"),
+        NewJob::new("noop", json!({ "n": 2 })),
+        keyed(3, "k1"),
+        keyed(4, "k2"),
+        NewJob::new("noop", json!({ "n": 5 })),
+    ];
+    let mut c = db.pool.acquire().await.unwrap();
+    let got = enqueue_many(&mut c, clock.now(), &jobs).await.unwrap();
+    let dup: Vec<bool> = got.iter().map(|e| e.duplicate).collect();
+    assert_eq!(dup, [false, false, false, true, false, false]);
+    assert_eq!(
+        got[3].id, got[1].id,
+        "a repeated key answers with the first input's job"
+    );
+    for (i, e) in got.iter().enumerate().filter(|(_, e)| !e.duplicate) {
+        let n: i64 = sqlx::query_scalar("SELECT (args->>'n')::bigint FROM jobs WHERE id = $1")
+            .bind(e.id.0)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, i as i64, "input {i} got the row of input {n}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM jobs").await, 5);
 }
