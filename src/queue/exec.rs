@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -24,6 +24,7 @@ use super::metrics as m;
 use super::runtime::{stored_output, CompletionHook, EventSender, Worker, WorkerEvent};
 use super::slots::{Slot, Slots};
 use super::tracker::{StopReason, Tracker};
+use super::wake::Wake;
 use super::QueueError;
 use crate::clock::SharedClock;
 
@@ -44,7 +45,7 @@ pub struct JobRunner {
     slots: Slots,
     metrics: m::RunMetrics,
     events: EventSender,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     done: mpsc::UnboundedSender<Completion>,
 }
 
@@ -93,7 +94,7 @@ impl JobRunner {
                 self.tracker.release(id);
             }
             self.metrics.finished(&queue, &kind, outcome.unwrap_or("unrecorded"), secs);
-            self.wake.notify_one();
+            self.wake.wake();
         }
         .instrument(span)
         .await
@@ -387,7 +388,7 @@ pub struct Completer {
     pub clock: SharedClock,
     pub tracker: Tracker,
     pub events: EventSender,
-    pub wake: Arc<Notify>,
+    pub wake: Arc<Wake>,
     /// Fired when the worker's services stop (shutdown, after the drain).
     pub stop: CancellationToken,
 }
@@ -434,7 +435,7 @@ impl Completer {
                         };
                         let _unobserved = self.events.send(ev);
                     }
-                    self.wake.notify_one();
+                    self.wake.wake();
                     return;
                 }
                 Err(e) => {

@@ -24,6 +24,7 @@ pub mod rescue;
 pub mod runtime;
 pub mod slots;
 pub mod tracker;
+pub mod wake;
 
 pub use enqueue::{enqueue, enqueue_many};
 pub use handler::{Handler, HandlerRegistry, JobContext, JobError, KindOptions, Outcome};

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::enqueue::JOBS_CHANNEL;
 use super::job::JobId;
+use super::runtime::{EventSender, WorkerEvent};
 use super::tracker::{StopReason, Tracker};
+use super::wake::Wake;
 
 pub const CONTROL_CHANNEL: &str = "coinpilot_control";
 
@@ -22,8 +23,9 @@ pub const CONTROL_CHANNEL: &str = "coinpilot_control";
 pub struct Listener {
     pub pool: PgPool,
     pub queues: Vec<String>,
-    pub wake: Arc<Notify>,
+    pub wake: Arc<Wake>,
     pub tracker: Tracker,
+    pub events: EventSender,
 }
 
 impl Listener {
@@ -49,8 +51,9 @@ impl Listener {
     async fn listen(&self, shutdown: &CancellationToken) -> Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen_all([JOBS_CHANNEL, CONTROL_CHANNEL]).await?;
+        let _unobserved = self.events.send(WorkerEvent::Listening);
         // Anything enqueued while we were not listening is found by this first wake.
-        self.wake.notify_one();
+        self.wake.wake();
         loop {
             let n = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -59,7 +62,7 @@ impl Listener {
             if n.channel() == CONTROL_CHANNEL {
                 self.on_control(n.payload());
             } else if self.queues.iter().any(|q| q == n.payload()) {
-                self.wake.notify_one();
+                self.wake.wake();
             }
         }
     }

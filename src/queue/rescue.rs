@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::job::{Job, JobEvent, JobState};
 use super::metrics as m;
 use super::runtime::{CompletionHook, WorkerEvent};
+use super::wake::Wake;
 use super::QueueError;
 use crate::clock::SharedClock;
 
@@ -70,7 +70,7 @@ pub struct Rescuer {
     pub interval: Duration,
     pub hook: Option<Arc<dyn CompletionHook>>,
     pub events: tokio::sync::broadcast::Sender<WorkerEvent>,
-    pub wake: Arc<Notify>,
+    pub wake: Arc<Wake>,
 }
 
 impl Rescuer {
@@ -111,7 +111,7 @@ impl Rescuer {
             total += jobs.len();
             m::rescued(jobs.len() as u64);
             if !jobs.is_empty() {
-                self.wake.notify_one();
+                self.wake.wake();
             }
             if jobs.len() < 500 {
                 return Ok(total);

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::claim::{claim_batch, give_back, Completion};
@@ -37,6 +37,7 @@ use super::presence::Presence;
 use super::rescue::Rescuer;
 use super::slots::Slots;
 use super::tracker::{Capacity, StopReason, Tracker};
+use super::wake::Wake;
 use super::QueueError;
 use crate::clock::SharedClock;
 
@@ -93,6 +94,11 @@ pub enum WorkerEvent {
     RescuerRan {
         rescued: usize,
     },
+    /// The wake-up listener is subscribed: from now on a commit that enqueues a due job
+    /// wakes the claim loops (`NOTIFY`), without waiting for the poll.
+    Listening,
+    /// A claim loop found nothing to claim and waits for a wake-up or its poll.
+    Idle,
 }
 
 #[derive(Debug, Clone)]
@@ -158,7 +164,7 @@ pub struct Worker {
     pub(crate) hook: Option<Arc<dyn CompletionHook>>,
     pub(crate) tracker: Tracker,
     pub(crate) slots: Slots,
-    pub(crate) wake: Arc<Notify>,
+    pub(crate) wake: Arc<Wake>,
     pub(crate) events: broadcast::Sender<WorkerEvent>,
 }
 
@@ -177,7 +183,7 @@ impl Worker {
             config,
             hook: None,
             tracker: Tracker::default(),
-            wake: Arc::new(Notify::new()),
+            wake: Arc::new(Wake::default()),
             events: broadcast::channel(4096).0,
         }
     }
@@ -251,6 +257,7 @@ impl Worker {
             queues: self.config.queues.iter().map(|(q, _)| q.clone()).collect(),
             wake: self.wake.clone(),
             tracker: self.tracker.clone(),
+            events: self.events.clone(),
         };
         let heartbeat = Heartbeat {
             pool: self.pool.clone(),
@@ -312,6 +319,7 @@ impl Worker {
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             let any_size = linger_until.is_some_and(|t| t <= tokio::time::Instant::now());
+            let seen = self.wake.seen();
             match self.claim_round(runner, tasks, any_size).await {
                 Ok(Round::Full) => {
                     linger_until = None;
@@ -341,6 +349,10 @@ impl Worker {
                     continue;
                 }
             }
+            if self.wake.moved_since(seen) {
+                continue; // a wake came during the round: what it announced may be unclaimed
+            }
+            let _unobserved = self.events.send(WorkerEvent::Idle);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}

@@ -9,7 +9,7 @@ use chrono::Duration as Cd;
 use coinpilot::clock::Clock;
 use coinpilot::queue::enqueue_copy::COPY_FROM_JOBS;
 use coinpilot::queue::runtime::WorkerEvent;
-use coinpilot::queue::{enqueue_many, NewJob, Worker};
+use coinpilot::queue::{enqueue, enqueue_many, NewJob, Worker};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -106,14 +106,10 @@ async fn a_large_batch_wakes_an_idle_worker_without_waiting_for_its_poll() {
     // Only the NOTIFY can wake it within the test's wait.
     cfg.poll_interval = Duration::from_secs(3_600);
     let mut w = RunningWorker::start(Worker::new(db.pool.clone(), shared, registry(), cfg));
-    // Let it reach its idle wait (its first claim round finds nothing).
-    eventually(20, "worker registered", || async {
-        db.count("SELECT count(*) FROM workers").await == 1
-    })
-    .await;
-    // Not needed for correctness: it only makes it likely that the claim loop is already in
-    // its idle wait, so that the claim below is the NOTIFY's doing, not the first round's.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once it listens, and a claim round after that found nothing, only the NOTIFY of the
+    // commit below can wake it within the test's wait.
+    w.wait_for(20, |e| *e == WorkerEvent::Listening).await;
+    w.wait_for(20, |e| *e == WorkerEvent::Idle).await;
     let jobs: Vec<NewJob> = (0..COPY_FROM_JOBS)
         .map(|_| NewJob::new("noop", json!({})))
         .collect();
@@ -156,4 +152,28 @@ async fn a_bulk_enqueue_returns_each_input_its_own_row_and_repeats_of_a_key_the_
         assert_eq!(n, i as i64, "input {i} got the row of input {n}");
     }
     assert_eq!(db.count("SELECT count(*) FROM jobs").await, 5);
+}
+
+/// Two claim loops (the default) and no poll within the test: every job enqueued one by
+/// one, while the previous job's completion still makes a claim round run, must be
+/// claimed on its NOTIFY alone. A wake that lands while the other loop holds the free
+/// slots mid-round used to be lost until the poll (`queue::wake`).
+#[tokio::test]
+async fn no_wake_up_is_lost_between_two_claim_loops() {
+    let db = TestDb::new().await;
+    let (clock, shared) = manual_clock();
+    let mut cfg = test_config("w");
+    cfg.poll_interval = Duration::from_secs(3_600);
+    assert!(cfg.claimers >= 2, "the race needs two claim loops");
+    let mut w = RunningWorker::start(Worker::new(db.pool.clone(), shared, registry(), cfg));
+    w.wait_for(20, |e| *e == WorkerEvent::Listening).await;
+    let mut c = db.pool.acquire().await.unwrap();
+    for _ in 0..150 {
+        let id = enqueue(&mut c, clock.now(), &NewJob::new("noop", json!({})))
+            .await
+            .unwrap()
+            .id;
+        w.wait_for(20, |e| *e == WorkerEvent::Completed(id)).await;
+    }
+    w.shutdown().await;
 }
