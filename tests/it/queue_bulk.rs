@@ -177,3 +177,16 @@ async fn no_wake_up_is_lost_between_two_claim_loops() {
     }
     w.shutdown().await;
 }
+
+/// `RESERVE_IDS` and the `UNNEST` insert name the identity's sequence literally
+/// (`jobs_id_seq`, looked up per row it cost ten times more): a migration that renamed the
+/// table or its identity would break both, so this fails first.
+#[tokio::test]
+async fn the_job_id_sequence_has_the_name_the_bulk_paths_use() {
+    let db = TestDb::new().await;
+    let seq: Option<String> = sqlx::query_scalar("SELECT pg_get_serial_sequence('jobs', 'id')")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(seq.as_deref(), Some("public.jobs_id_seq"));
+}
