@@ -318,6 +318,11 @@ pub async fn set_queue_paused(
     Ok(())
 }
 
+/// One `EXISTS` per partial index (`jobs_claim_idx`, `jobs_lease_idx`): each stops at its
+/// first live entry. Reads only; no lock.
+const ANY_UNFINISHED: &str = "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'available') \
+     OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running')";
+
 /// Whether any job is still available or running: the bench's drain monitor.
 ///
 /// Stops at the first live entry of each partial index, where a `count(*)` visits every
@@ -325,12 +330,7 @@ pub async fn set_queue_paused(
 /// a call, polled every 20 ms, so the monitor took a core from the drain it measured. Both
 /// arms read one snapshot, so a job moving from running to completed is never missed.
 pub async fn any_unfinished(pool: &PgPool) -> Result<bool, QueueError> {
-    let any: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'available') \
-             OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running')",
-    )
-    .fetch_one(pool)
-    .await?;
+    let any: bool = sqlx::query_scalar(ANY_UNFINISHED).fetch_one(pool).await?;
     Ok(any)
 }
 

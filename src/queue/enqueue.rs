@@ -59,9 +59,10 @@ const FIND_LIVE_UNIQUE: &str =
 
 /// Inserts many jobs in one statement from parallel arrays (`UNNEST`), one `NOTIFY` per due
 /// queue. Each input gets its id from the identity's sequence *by its ordinal* (`x`, a
-/// materialized CTE: `nextval` is volatile, so it runs once per input), and the result
-/// lists every input in order with whether its row went in: nothing depends on the order
-/// in which the executor inserts rows. `$conflict` is the unique-key clause: a batch that
+/// materialized CTE: `nextval` is volatile, so it runs once per input, and after the
+/// `ORDER BY`, so ids ascend in input order and equal `run_at`s are claimed first in,
+/// first out), and the result lists every input in order with whether its row went in.
+/// Of inputs repeating one unique key, the first wins: the insert reads `x` in input order. `$conflict` is the unique-key clause: a batch that
 /// carries unique keys skips the duplicates of live keys; a batch without any leaves the
 /// clause out, since `ON CONFLICT` makes every row a speculative insertion (an extra index
 /// probe and WAL record per row) even when no row has a key. Ids of skipped inputs are
@@ -73,7 +74,8 @@ macro_rules! enqueue_many_sql {
 WITH x AS MATERIALIZED (
     SELECT nextval('jobs_id_seq'::regclass) AS id, o, k, q, a, p, r, m, t, u, e
     FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::timestamptz[], $6::int4[],
-                $7::int4[], $8::text[], $9::text[]) WITH ORDINALITY AS x(k, q, a, p, r, m, t, u, e, o)
+                $7::int4[], $8::text[], $9::text[]) WITH ORDINALITY AS i(k, q, a, p, r, m, t, u, e, o)
+    ORDER BY o
 ), ins AS (
     INSERT INTO jobs (id, kind, queue, args, priority, run_at, max_attempts, timeout_ms,
                       unique_key, enqueued_by, created_at)

@@ -51,9 +51,9 @@ impl Listener {
     async fn listen(&self, shutdown: &CancellationToken) -> Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen_all([JOBS_CHANNEL, CONTROL_CHANNEL]).await?;
-        let _unobserved = self.events.send(WorkerEvent::Listening);
         // Anything enqueued while we were not listening is found by this first wake.
         self.wake.wake();
+        let _unobserved = self.events.send(WorkerEvent::Listening);
         loop {
             let n = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),

@@ -1,5 +1,5 @@
-//! The `workers` table: which worker processes are alive, for the dashboard's overview and
-//! `coinpilot queues list`. Nothing in the queue's correctness reads it (rescue goes by
+//! The `workers` table: which worker processes are alive, for the dashboard's overview.
+//! Nothing in the queue's correctness reads it (rescue goes by
 //! leases, never by worker rows), so every write here is best-effort past start-up.
 //!
 //! A row is one *name*. Names should be unique, but two processes started with the same
@@ -14,7 +14,8 @@ use sqlx::PgPool;
 use super::QueueError;
 
 /// Writes this start's row and returns the heartbeat of the row it replaced, if any. The
-/// `old` CTE reads the row as it was before the upsert (one snapshot). Locks: the row.
+/// `old` CTE reads the row as it was before the upsert (one snapshot), so two starts at the
+/// same instant may not see each other: the warning is best-effort. Locks: the row.
 const REGISTER: &str = "
 WITH old AS (SELECT heartbeat_at FROM workers WHERE name = $1)
 INSERT INTO workers (name, queues, concurrency, started_at, heartbeat_at)
@@ -58,7 +59,8 @@ impl Presence {
             .bind(self.started_at)
             .fetch_one(pool)
             .await?;
-        if let Some(at) = previous.filter(|at| *at > self.started_at - alive_within) {
+        let since = self.started_at.checked_sub_signed(alive_within);
+        if let Some(at) = previous.filter(|at| since.is_some_and(|s| *at > s)) {
             tracing::warn!(
                 worker = %self.name,
                 last_heartbeat = %at,
@@ -70,7 +72,7 @@ impl Presence {
     }
 
     /// The heartbeat: the name is alive at `now`.
-    pub async fn touch(&self, pool: &PgPool, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    pub async fn touch(&self, pool: &PgPool, now: DateTime<Utc>) -> Result<(), QueueError> {
         sqlx::query(TOUCH)
             .bind(&self.name)
             .bind(&self.queues)
@@ -78,8 +80,8 @@ impl Presence {
             .bind(self.started_at)
             .bind(now)
             .execute(pool)
-            .await
-            .map(|_| ())
+            .await?;
+        Ok(())
     }
 
     /// At exit: the row goes, unless a later start of the same name owns it now.

@@ -97,7 +97,8 @@ pub enum WorkerEvent {
     /// The wake-up listener is subscribed: from now on a commit that enqueues a due job
     /// wakes the claim loops (`NOTIFY`), without waiting for the poll.
     Listening,
-    /// A claim loop found nothing to claim and waits for a wake-up or its poll.
+    /// A claim loop found nothing to claim and waits for a wake-up or its poll (not sent
+    /// again after a round the poll started, so an idle worker stays quiet).
     Idle,
 }
 
@@ -201,9 +202,10 @@ impl Worker {
     /// Runs until `shutdown` fires, then drains gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueueError> {
         let presence = self.presence();
-        // Another start's row counts as alive if it beat within two heartbeat periods.
-        let alive_within =
-            chrono::Duration::from_std(self.config.lease * 2 / 3).unwrap_or(chrono::Duration::MAX);
+        // Another start's row counts as alive if it beat within two heartbeat periods
+        // (`lease / 3` of real time each), measured on the clock the rows are written with.
+        let alive_within = chrono::Duration::from_std(self.clock.scaled(self.config.lease * 2 / 3))
+            .unwrap_or(chrono::Duration::MAX);
         presence.register(&self.pool, alive_within).await?;
         let services = CancellationToken::new();
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
@@ -316,6 +318,9 @@ impl Worker {
         // claimed however few. A deadline, not a timeout per wake, so a stream of wakes
         // cannot postpone a lone free slot forever.
         let mut linger_until: Option<tokio::time::Instant> = None;
+        // Whether the last idle wait ended by the poll: an idle round after it is not
+        // reported again (a 50 ms poll would flood the event channel with `Idle`s).
+        let mut polled = false;
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             let any_size = linger_until.is_some_and(|t| t <= tokio::time::Instant::now());
@@ -323,9 +328,11 @@ impl Worker {
             match self.claim_round(runner, tasks, any_size).await {
                 Ok(Round::Full) => {
                     linger_until = None;
+                    polled = false;
                     continue; // got full batches: more may be waiting
                 }
                 Ok(Round::Deferred) => {
+                    polled = false;
                     let until = *linger_until
                         .get_or_insert_with(|| tokio::time::Instant::now() + CLAIM_LINGER);
                     tokio::select! {
@@ -352,14 +359,25 @@ impl Worker {
             if self.wake.moved_since(seen) {
                 continue; // a wake came during the round: what it announced may be unclaimed
             }
-            let _unobserved = self.events.send(WorkerEvent::Idle);
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            match self.idle(shutdown, polled).await {
+                Some(by_poll) => polled = by_poll,
+                None => break,
             }
         }
         Ok(())
+    }
+
+    /// Waits for a wake-up or the poll; `Some(true)` when the poll ended it, `None` at
+    /// shutdown. Reports [`WorkerEvent::Idle`] unless the previous wait was the poll's.
+    async fn idle(&self, shutdown: &CancellationToken, polled: bool) -> Option<bool> {
+        if !polled {
+            let _unobserved = self.events.send(WorkerEvent::Idle);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => None,
+            _ = self.wake.notified() => Some(false),
+            _ = tokio::time::sleep(self.config.poll_interval) => Some(true),
+        }
     }
 
     /// Claims from each served queue up to its free slots: in batches of at least half a

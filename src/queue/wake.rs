@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
+/// The wake-up every claim loop of one worker shares.
 #[derive(Debug, Default)]
 pub struct Wake {
     notify: Notify,
