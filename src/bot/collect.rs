@@ -172,7 +172,8 @@ async fn oldest_since(
 }
 
 /// One alert per market and hour while the newest candle is older than [`STALE_AFTER`]
-/// minutes (the unique key keeps a busy cycle from repeating it).
+/// minutes ([`notify::enqueue_once`]: a unique key alone held only until the alert was
+/// posted, so every later cycle of the hour posted it again).
 async fn alert_if_stale(
     conn: &mut PgConnection,
     market: &Market,
@@ -193,7 +194,7 @@ async fn alert_if_stale(
         at: now,
     });
     let key = format!("alert:stale-candles:{market}:{}", hour.timestamp());
-    notify::enqueue(conn, now, &msg, Some(key)).await?;
+    notify::enqueue_once(conn, now, &msg, key).await?;
     Ok(())
 }
 

@@ -60,6 +60,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "dashboard failed jobs",
         include_str!("../../migrations/0010_dashboard_failed.sql"),
     ),
+    (
+        11,
+        "notify once",
+        include_str!("../../migrations/0011_notify_once.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

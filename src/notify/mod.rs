@@ -292,5 +292,30 @@ pub async fn enqueue(
     crate::queue::enqueue(conn, now, &new_job(message, unique_key)?).await
 }
 
+/// Claims `key` for good: true the first time, false ever after. Locks: the key's row.
+const CLAIM_ONCE: &str =
+    "INSERT INTO notify_once (key, sent_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING RETURNING key";
+
+/// Enqueues `message` only if `key` was never used before, in the caller's transaction (so a
+/// rolled-back producer leaves the key unused). For notes a producer would otherwise repeat
+/// on every run once the previous note's job finished (a unique key holds only while its job
+/// is live). `None` when the key was used already.
+pub async fn enqueue_once(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    message: &Message,
+    key: String,
+) -> Result<Option<Enqueued>, QueueError> {
+    let first: Option<String> = sqlx::query_scalar(CLAIM_ONCE)
+        .bind(&key)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if first.is_none() {
+        return Ok(None);
+    }
+    enqueue(conn, now, message, Some(key)).await.map(Some)
+}
+
 #[cfg(test)]
 mod tests;

@@ -491,3 +491,44 @@ async fn an_smtp_failure_retries_the_email_without_posting_to_discord_again() {
     assert_eq!(sink.posts().len(), 1, "Discord got the report exactly once");
     s.worker.shutdown().await;
 }
+
+/// A note keyed for once goes out once, even after its first job was posted and finished
+/// (a plain unique key would let the next producer run enqueue it again), and a rolled-back
+/// producer leaves the key unused.
+#[tokio::test]
+async fn a_note_enqueued_once_is_never_enqueued_again() {
+    let db = TestDb::new().await;
+    let msg = alert(
+        Severity::Warning,
+        "No new KRW-BTC candle for 7 minutes".into(),
+    );
+    let key = || "alert:stale-candles:KRW-BTC:1757383200".to_string();
+    let mut tx = db.pool.begin().await.unwrap();
+    assert!(enqueue_once(&mut tx, t0(), &msg, key())
+        .await
+        .unwrap()
+        .is_some());
+    tx.rollback().await.unwrap();
+    let mut c = db.pool.acquire().await.unwrap();
+    let first = enqueue_once(&mut c, t0(), &msg, key()).await.unwrap();
+    assert!(first.is_some(), "a rolled-back use does not count");
+    // The note was posted: its job is final, so its unique key no longer holds.
+    sqlx::query("UPDATE jobs SET state = 'completed', finished_at = $1 WHERE kind = 'notify'")
+        .bind(t0())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let again = enqueue_once(&mut c, t0() + Span::minutes(1), &msg, key())
+        .await
+        .unwrap();
+    assert!(again.is_none());
+    assert_eq!(
+        db.count("SELECT count(*) FROM jobs WHERE kind = 'notify'")
+            .await,
+        1
+    );
+    let other = enqueue_once(&mut c, t0(), &msg, format!("{}-next-hour", key()))
+        .await
+        .unwrap();
+    assert!(other.is_some());
+}
