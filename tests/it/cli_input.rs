@@ -114,3 +114,65 @@ async fn enqueue_then_list_shows_the_job_as_json() {
         Some("cli")
     );
 }
+
+/// A job enqueued by hand is due at once for a worker whose clock is behind the host's (the
+/// demo's `up` replays 2025 at 60×): its run_at is that worker's last heartbeat, not the
+/// host's now. With `--run-at` the time asked is kept.
+#[tokio::test]
+async fn a_job_enqueued_by_hand_is_due_for_a_worker_on_a_replayed_clock() {
+    let db = TestDb::new().await;
+    let beat = chrono::DateTime::parse_from_rfc3339("2025-09-22T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    sqlx::query(
+        "INSERT INTO workers (name, queues, concurrency, started_at, heartbeat_at) \
+         VALUES ('demo', '{default}', 10, $1, $1)",
+    )
+    .bind(beat)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let run_at = |out: &str| {
+        let e: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let id = e["id"].as_i64().unwrap();
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+                "SELECT run_at FROM jobs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (code, out, err) = run(
+        &db,
+        &[
+            "jobs",
+            "enqueue",
+            "sleep",
+            "--args",
+            r#"{"ms":1}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run_at(&out).await, beat);
+    let asked = "2025-09-22T13:00:00Z";
+    let (code, out, err) = run(
+        &db,
+        &[
+            "jobs",
+            "enqueue",
+            "sleep",
+            "--args",
+            r#"{"ms":1}"#,
+            "--run-at",
+            asked,
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run_at(&out).await.to_rfc3339(), "2025-09-22T13:00:00+00:00");
+}
