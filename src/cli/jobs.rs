@@ -8,6 +8,7 @@ use super::run::{connect_and_migrate, registry};
 use super::{print_json, CliError};
 use crate::clock::{Clock, SystemClock};
 use crate::queue::admin::{self, JobFilter};
+use crate::queue::presence;
 use crate::queue::{enqueue, Job, JobEvent, JobId, JobState};
 
 #[derive(Debug, Subcommand)]
@@ -75,25 +76,6 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, CliError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| CliError::BadInput(format!("--run-at {s:?} is not an RFC 3339 time with a zone (e.g. 2025-09-09T00:05:00Z): {e}")))
-}
-
-/// The earliest of `now` and every registered worker's last heartbeat, each written with
-/// that worker's own clock. Reads only.
-const WORKERS_NOW: &str = "SELECT least($1, min(heartbeat_at)) FROM workers";
-
-/// When a job enqueued by hand without `--run-at` runs: at once for every worker, whatever
-/// its clock. The demo's `up` runs its workers on a clock 60× fast from 2025, so a job due
-/// at the host's now would wait there until 2025 caught up with today; a heartbeat is at
-/// most `lease / 3` old on the worker's clock, so "the earliest heartbeat" is due for all.
-async fn due_for_every_worker(
-    conn: &mut sqlx::PgConnection,
-    now: DateTime<Utc>,
-) -> Result<DateTime<Utc>, CliError> {
-    let due: Option<DateTime<Utc>> = sqlx::query_scalar(WORKERS_NOW)
-        .bind(now)
-        .fetch_one(conn)
-        .await?;
-    Ok(due.unwrap_or(now))
 }
 
 pub async fn run_jobs(cmd: JobsCommand, json: bool) -> Result<(), CliError> {
@@ -195,7 +177,8 @@ pub async fn run_jobs(cmd: JobsCommand, json: bool) -> Result<(), CliError> {
             job.timeout_ms = timeout_ms.or(job.timeout_ms);
             let mut conn = pool.acquire().await?;
             if job.run_at.is_none() {
-                job.run_at = Some(due_for_every_worker(&mut conn, clock.now()).await?);
+                // Due at once on every worker's clock (the demo's replays 2025 at 60×).
+                job.run_at = Some(presence::due_for_every_worker(&mut conn, clock.now()).await?);
             }
             let e = enqueue(&mut conn, clock.now(), &job).await?;
             if json {

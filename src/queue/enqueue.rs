@@ -62,9 +62,9 @@ const FIND_LIVE_UNIQUE: &str =
 /// materialized CTE: `nextval` is volatile, so it runs once per input, and after the
 /// `ORDER BY`, so ids ascend in input order and equal `run_at`s are claimed first in,
 /// first out), and the result lists every input in order with whether its row went in.
-/// Of inputs repeating one unique key, the first wins: the insert reads `x` in input order. `$conflict` is the unique-key clause: a batch that
-/// carries unique keys skips the duplicates of live keys; a batch without any leaves the
-/// clause out, since `ON CONFLICT` makes every row a speculative insertion (an extra index
+/// Of inputs repeating one unique key, the first wins: the insert reads `x` in input order.
+/// `$conflict` is the unique-key clause: a batch that carries unique keys skips the
+/// duplicates of live keys; a batch without any leaves the clause out, since `ON CONFLICT` makes every row a speculative insertion (an extra index
 /// probe and WAL record per row) even when no row has a key. Ids of skipped inputs are
 /// never used (gaps, as any rolled-back insert leaves).
 macro_rules! enqueue_many_sql {

@@ -1,5 +1,6 @@
-//! The `workers` table: which worker processes are alive, for the dashboard's overview.
-//! Nothing in the queue's correctness reads it (rescue goes by
+//! The `workers` table: which worker processes are alive, for the dashboard's overview, and
+//! how far each one's clock has gone (a job enqueued by hand is made due for all of them,
+//! [`due_for_every_worker`]). Nothing in the queue's correctness reads it (rescue goes by
 //! leases, never by worker rows), so every write here is best-effort past start-up.
 //!
 //! A row is one *name*. Names should be unique, but two processes started with the same
@@ -9,7 +10,7 @@
 //! that is gone. A start that finds a live row under its name says so in the log.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::QueueError;
 
@@ -33,6 +34,25 @@ ON CONFLICT (name) DO UPDATE SET heartbeat_at = greatest(workers.heartbeat_at, $
 
 /// Removes the row only if this start wrote it last. Locks: the row.
 const UNREGISTER: &str = "DELETE FROM workers WHERE name = $1 AND started_at = $2";
+
+/// The earliest of `$1` and every registered worker's last heartbeat, each written on that
+/// worker's own clock. Reads only; no lock.
+const EARLIEST_CLOCK: &str = "SELECT least($1, min(heartbeat_at)) FROM workers";
+
+/// A time that is due on every registered worker's clock: the demo's `up` replays 2025 at
+/// 60×, so a job due at the host's `now` would wait there until 2025 caught up with today.
+/// A heartbeat is at most `lease / 3` old on its worker's clock, so the earliest one is
+/// already past for all of them (a stale row of a crashed worker only makes it earlier).
+pub async fn due_for_every_worker(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, QueueError> {
+    let due: Option<DateTime<Utc>> = sqlx::query_scalar(EARLIEST_CLOCK)
+        .bind(now)
+        .fetch_one(conn)
+        .await?;
+    Ok(due.unwrap_or(now))
+}
 
 /// One worker process's row.
 #[derive(Debug, Clone)]

@@ -133,6 +133,11 @@ impl WorkerConfig {
         }
     }
 
+    /// The served queues' names, without their slot limits.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.queues.iter().map(|(q, _)| q.clone()).collect()
+    }
+
     /// Parses `--queues` entries like `default`, `market=2` (limit 2 slots on `market`).
     pub fn parse_queues(spec: &str) -> Result<Vec<(String, Option<usize>)>, QueueError> {
         spec.split(',')
@@ -256,7 +261,7 @@ impl Worker {
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let listener = Listener {
             pool: self.pool.clone(),
-            queues: self.config.queues.iter().map(|(q, _)| q.clone()).collect(),
+            queues: self.config.queue_names(),
             wake: self.wake.clone(),
             tracker: self.tracker.clone(),
             events: self.events.clone(),
@@ -494,7 +499,7 @@ impl Worker {
     fn presence(&self) -> Presence {
         Presence {
             name: self.config.name.clone(),
-            queues: self.config.queues.iter().map(|(q, _)| q.clone()).collect(),
+            queues: self.config.queue_names(),
             concurrency: i32::try_from(self.config.concurrency).unwrap_or(i32::MAX),
             started_at: self.clock.now(),
         }

@@ -132,7 +132,19 @@ async fn a_job_enqueued_by_hand_is_due_for_a_worker_on_a_replayed_clock() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let run_at = |out: &str| {
+    // Enqueues a `sleep` job through the CLI with `extra` flags; returns its stored run_at.
+    let enqueue_run_at = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "jobs",
+            "enqueue",
+            "sleep",
+            "--args",
+            r#"{"ms":1}"#,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(&db, &args);
+        assert_eq!(code, 0, "{err}");
         let e: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         let id = e["id"].as_i64().unwrap();
         let pool = db.pool.clone();
@@ -146,33 +158,7 @@ async fn a_job_enqueued_by_hand_is_due_for_a_worker_on_a_replayed_clock() {
             .unwrap()
         }
     };
-    let (code, out, err) = run(
-        &db,
-        &[
-            "jobs",
-            "enqueue",
-            "sleep",
-            "--args",
-            r#"{"ms":1}"#,
-            "--json",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(run_at(&out).await, beat);
-    let asked = "2025-09-22T13:00:00Z";
-    let (code, out, err) = run(
-        &db,
-        &[
-            "jobs",
-            "enqueue",
-            "sleep",
-            "--args",
-            r#"{"ms":1}"#,
-            "--run-at",
-            asked,
-            "--json",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(run_at(&out).await.to_rfc3339(), "2025-09-22T13:00:00+00:00");
+    assert_eq!(enqueue_run_at(&[]).await, beat);
+    let asked = enqueue_run_at(&["--run-at", "2025-09-22T13:00:00Z"]).await;
+    assert_eq!(asked.to_rfc3339(), "2025-09-22T13:00:00+00:00");
 }
