@@ -26,6 +26,12 @@ pub struct QueueBenchArgs {
     /// The drain worker's `--prefetch` (jobs claimed ahead of free slots).
     #[arg(long, default_value_t = 0)]
     pub prefetch: usize,
+    /// The drain worker's `--delete-completed` (completed jobs deleted, not kept until
+    /// pruning, as graphile-worker does). The pickup latency is then measured on a second
+    /// worker that keeps them (their rows are its record), and the start-up split is not
+    /// reported (its clock is the first row's `started_at`).
+    #[arg(long)]
+    pub delete_completed: bool,
     /// Jobs enqueued one by one, each in its own transaction.
     #[arg(long, default_value_t = 2_000)]
     pub single: usize,
@@ -39,15 +45,17 @@ pub struct QueueBenchResult {
     pub jobs: usize,
     pub concurrency: usize,
     pub prefetch: usize,
+    pub delete_completed: bool,
     pub enqueue_bulk_jobs_per_s: f64,
     pub enqueue_single_jobs_per_s: f64,
     pub drain_jobs_per_s: f64,
-    /// Worker process spawn → first claim, as the peers' `startup_secs`.
-    pub worker_startup_ms: f64,
+    /// Worker process spawn → first claim, as the peers' `startup_secs` (`null` with
+    /// `--delete-completed`: the rows that would say it are gone).
+    pub worker_startup_ms: Option<f64>,
     /// The drain after the start-up (first claim → none unfinished), as the peers'
     /// `steady_jobs_per_s`: the peers' drain clock starts at their library's start call,
     /// after the interpreter loaded, where ours starts at the process's spawn.
-    pub steady_drain_jobs_per_s: f64,
+    pub steady_drain_jobs_per_s: Option<f64>,
     pub pickup_latency_p50_ms: f64,
     pub pickup_latency_p99_ms: f64,
     pub worker_peak_rss_mib: f64,
@@ -66,8 +74,8 @@ pub async fn run(a: QueueBenchArgs, json: bool) -> Result<(), CliError> {
         print_json(&r)
     } else {
         println!(
-            "queue benchmark: {} jobs, concurrency {}",
-            r.jobs, r.concurrency
+            "queue benchmark: {} jobs, concurrency {}, prefetch {}",
+            r.jobs, r.concurrency, r.prefetch
         );
         println!(
             "  bulk enqueue    {:>10.0} jobs/s",
@@ -78,10 +86,12 @@ pub async fn run(a: QueueBenchArgs, json: bool) -> Result<(), CliError> {
             r.enqueue_single_jobs_per_s
         );
         println!("  drain           {:>10.0} jobs/s", r.drain_jobs_per_s);
-        println!(
-            "    after start-up {:>9.0} jobs/s (worker start-up {:.1} ms)",
-            r.steady_drain_jobs_per_s, r.worker_startup_ms
-        );
+        if let (Some(steady), Some(startup)) = (r.steady_drain_jobs_per_s, r.worker_startup_ms) {
+            println!("    after start-up {steady:>9.0} jobs/s (worker start-up {startup:.1} ms)");
+        }
+        if r.delete_completed {
+            println!("    (the drain worker deleted completed jobs)");
+        }
         println!(
             "  pickup latency  p50 {:.2} ms, p99 {:.2} ms",
             r.pickup_latency_p50_ms, r.pickup_latency_p99_ms
@@ -164,55 +174,76 @@ async fn measure(
     let total = a.jobs + a.single;
     settle(pool).await;
     let spawned = clock.now();
-    let mut worker = spawn_worker(url, a.concurrency, a.prefetch)?;
+    let mut worker = spawn_worker(url, a.concurrency, a.prefetch, a.delete_completed)?;
     let t = Instant::now();
     while admin::any_unfinished(pool).await? {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain = total as f64 / t.elapsed().as_secs_f64();
     let done = clock.now();
-    let first: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT min(started_at) FROM jobs")
-        .fetch_one(pool)
-        .await?;
-    let first = first.unwrap_or(done);
-    let startup_ms = (first - spawned).num_microseconds().unwrap_or(0) as f64 / 1000.0;
-    let steady_secs = (done - first).num_microseconds().unwrap_or(0) as f64 / 1e6;
-    let steady = if steady_secs > 0.0 {
-        total as f64 / steady_secs
-    } else {
-        drain
+    let (startup_ms, steady) = match start_split(pool, spawned, done, total).await? {
+        Some((ms, steady)) => (Some((ms * 10.0).round() / 10.0), Some(steady.round())),
+        None => (None, None),
     };
 
+    let rss = if a.delete_completed {
+        // The drain worker's peak, then a worker that keeps its jobs for the pickups.
+        let rss = peak_rss_mib(worker.id());
+        stop_worker(&mut worker).await?;
+        worker = spawn_worker(url, a.concurrency, a.prefetch, false)?;
+        Some(rss)
+    } else {
+        None
+    };
     let (p50, p99) = pickup_latency(pool, a.pickups).await?;
-    let rss = peak_rss_mib(worker.id());
+    let rss = rss.unwrap_or_else(|| peak_rss_mib(worker.id()));
     stop_worker(&mut worker).await?;
     Ok(QueueBenchResult {
         jobs: a.jobs,
         concurrency: a.concurrency,
         prefetch: a.prefetch,
+        delete_completed: a.delete_completed,
         enqueue_bulk_jobs_per_s: bulk.round(),
         enqueue_single_jobs_per_s: single.round(),
         drain_jobs_per_s: drain.round(),
-        worker_startup_ms: (startup_ms * 10.0).round() / 10.0,
-        steady_drain_jobs_per_s: steady.round(),
+        worker_startup_ms: startup_ms,
+        steady_drain_jobs_per_s: steady,
         pickup_latency_p50_ms: p50,
         pickup_latency_p99_ms: p99,
         worker_peak_rss_mib: rss,
     })
 }
 
+/// Worker spawn → first claim (ms) and the drain rate after it, from the first row's
+/// `started_at`; `None` when the drain left no rows (`--delete-completed`).
+async fn start_split(
+    pool: &PgPool,
+    spawned: DateTime<Utc>,
+    done: DateTime<Utc>,
+    total: usize,
+) -> Result<Option<(f64, f64)>, CliError> {
+    let first: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT min(started_at) FROM jobs")
+        .fetch_one(pool)
+        .await?;
+    Ok(first.map(|first| {
+        let startup_ms = (first - spawned).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        let steady_secs = (done - first).num_microseconds().unwrap_or(0) as f64 / 1e6;
+        (startup_ms, total as f64 / steady_secs.max(1e-6))
+    }))
+}
+
 fn spawn_worker(
     url: &str,
     concurrency: usize,
     prefetch: usize,
+    delete_completed: bool,
 ) -> Result<tokio::process::Child, CliError> {
     let prefetch = prefetch.to_string();
-    spawn_bench_worker(
-        url,
-        concurrency,
-        "bench-worker",
-        &["--no-scheduler", "--prefetch", &prefetch],
-    )
+    let mut extra = vec!["--no-scheduler", "--prefetch", &prefetch];
+    if delete_completed {
+        extra.push("--delete-completed");
+    }
+    spawn_bench_worker(url, concurrency, "bench-worker", &extra)
 }
 
 /// What the peer harness does before each drain (`ANALYZE; CHECKPOINT`), so a checkpoint

@@ -13,6 +13,7 @@ use crate::clock::{self, SharedClock};
 use crate::config;
 use crate::db;
 use crate::queue::builtin::register_builtins;
+use crate::queue::claim::CompletedJobs;
 use crate::queue::{HandlerRegistry, Worker, WorkerConfig};
 use crate::schedule::{self, ScheduleDef, Scheduler};
 use crate::web;
@@ -34,6 +35,11 @@ pub struct WorkerArgs {
     /// [default: 0, claim free slots only].
     #[arg(long)]
     pub prefetch: Option<usize>,
+    /// Delete the jobs this worker completes (those without an output or a workflow run)
+    /// instead of keeping them until pruning: for high-volume queues whose history nobody
+    /// reads [default: keep; config `worker.delete_completed`].
+    #[arg(long)]
+    pub delete_completed: bool,
     /// Worker name (default: host-pid).
     #[arg(long)]
     pub name: Option<String>,
@@ -182,6 +188,11 @@ fn worker_config(
             "--shutdown-grace",
         )?,
         claimers: if concurrency >= 4 { 2 } else { 1 },
+        completed: if a.delete_completed || cfg.delete_completed {
+            CompletedJobs::Delete
+        } else {
+            CompletedJobs::Keep
+        },
     })
 }
 

@@ -10,6 +10,9 @@
 //! - `worker.concurrency` — `COINPILOT_WORKER_CONCURRENCY` — 10 — jobs at once per worker;
 //! - `worker.prefetch` — `COINPILOT_WORKER_PREFETCH` — 0 — jobs claimed ahead of free slots
 //!   (each claim commit then serves many jobs; see `queue::runtime`);
+//! - `worker.delete_completed` — `COINPILOT_WORKER_DELETE_COMPLETED` — false — delete a
+//!   job this worker completes (no output, no workflow run) instead of keeping it until
+//!   pruning (`queue::claim::CompletedJobs`);
 //! - `worker.lease_secs` — `COINPILOT_WORKER_LEASE_SECS` — 60 — job lease;
 //! - `worker.poll_secs` — `COINPILOT_WORKER_POLL_SECS` — 1 — poll when no NOTIFY arrives;
 //! - `worker.rescue_interval_secs` — `COINPILOT_WORKER_RESCUE_INTERVAL_SECS` — 5;
@@ -110,6 +113,7 @@ pub struct WorkerSection {
     pub queues: Vec<String>,
     pub concurrency: usize,
     pub prefetch: usize,
+    pub delete_completed: bool,
     pub lease_secs: f64,
     pub poll_secs: f64,
     pub rescue_interval_secs: f64,
@@ -122,6 +126,7 @@ impl Default for WorkerSection {
             queues: Vec::new(),
             concurrency: 10,
             prefetch: 0,
+            delete_completed: false,
             lease_secs: 60.0,
             poll_secs: 1.0,
             rescue_interval_secs: 5.0,
@@ -353,6 +358,11 @@ impl Config {
         }
         set_parsed(env, "COINPILOT_WORKER_CONCURRENCY", &mut w.concurrency)?;
         set_parsed(env, "COINPILOT_WORKER_PREFETCH", &mut w.prefetch)?;
+        set_parsed(
+            env,
+            "COINPILOT_WORKER_DELETE_COMPLETED",
+            &mut w.delete_completed,
+        )?;
         set_parsed(env, "COINPILOT_WORKER_LEASE_SECS", &mut w.lease_secs)?;
         set_parsed(env, "COINPILOT_WORKER_POLL_SECS", &mut w.poll_secs)?;
         set_parsed(

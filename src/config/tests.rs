@@ -60,6 +60,7 @@ fn defaults_when_no_file_and_no_environment() {
 fn environment_wins_over_file_which_wins_over_defaults() {
     let (_dir, path) = write_file(
         "[worker]\nconcurrency = 4\nlease_secs = 20\nqueues = [\"market\", \"default=2\"]\n\
+         delete_completed = true\n\
          [paper]\nstarting_balance_krw = \"500000.5\"\n",
     );
     let from_file = load_with(Some(&path), &env_of(&[])).unwrap().config;
@@ -67,6 +68,7 @@ fn environment_wins_over_file_which_wins_over_defaults() {
     assert_eq!(from_file.worker.lease_secs, 20.0);
     assert_eq!(from_file.worker.poll_secs, 1.0, "default kept");
     assert_eq!(from_file.worker.queues, ["market", "default=2"]);
+    assert!(from_file.worker.delete_completed);
     assert_eq!(
         from_file.paper.starting_balance_krw,
         Decimal::from_str("500000.5").unwrap()
@@ -75,6 +77,7 @@ fn environment_wins_over_file_which_wins_over_defaults() {
     let env = env_of(&[
         ("COINPILOT_WORKER_CONCURRENCY", "7"),
         ("COINPILOT_WORKER_QUEUES", "a, b=3"),
+        ("COINPILOT_WORKER_DELETE_COMPLETED", "false"),
         ("COINPILOT_AI_PROVIDER", "openai"),
         ("COINPILOT_HTTP_LISTEN", "0.0.0.0:8080"),
         ("COINPILOT_PAPER_STARTING_BALANCE_KRW", "2000000"),
@@ -83,6 +86,7 @@ fn environment_wins_over_file_which_wins_over_defaults() {
     assert_eq!(merged.worker.concurrency, 7);
     assert_eq!(merged.worker.lease_secs, 20.0, "file value kept");
     assert_eq!(merged.worker.queues, ["a", "b=3"]);
+    assert!(!merged.worker.delete_completed);
     assert_eq!(merged.ai.provider, AiProvider::Openai);
     assert_eq!(merged.http.listen, Some("0.0.0.0:8080".parse().unwrap()));
     assert_eq!(merged.paper.starting_balance_krw, Decimal::from(2_000_000));

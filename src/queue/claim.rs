@@ -62,12 +62,56 @@ SET state = 'completed', finished_at = $4,
 WHERE j.id = ANY($1) AND j.lease_token = ANY($2)
 RETURNING j.id";
 
+/// [`COMPLETE_BATCH`] for a worker that deletes completed jobs ([`CompletedJobs::Delete`]):
+/// the jobs of the batch with no output and no workflow run are deleted, the others
+/// completed as above. Both parts match (id, token) pairs as [`COMPLETE_BATCH`] does and
+/// run on one snapshot; their row sets are disjoint (the output/workflow test is negated),
+/// so each pair is touched once. A deletion writes no new row version and no index entry
+/// (the completion `UPDATE` writes both: every partial index names `state`).
+const COMPLETE_BATCH_DELETING: &str = "
+WITH deleted AS (
+    DELETE FROM jobs j
+    WHERE j.id = ANY($1) AND j.lease_token = ANY($2) AND j.workflow_run_id IS NULL
+      AND ($3::jsonb[] IS NULL OR ($3::jsonb[])[array_position($1::bigint[], j.id)] IS NULL)
+    RETURNING j.id
+), kept AS (
+    UPDATE jobs j
+    SET state = 'completed', finished_at = $4,
+        output = ($3::jsonb[])[array_position($1::bigint[], j.id)],
+        lease_token = NULL, lease_expires_at = NULL
+    WHERE j.id = ANY($1) AND j.lease_token = ANY($2)
+      AND (j.workflow_run_id IS NOT NULL
+           OR ($3::jsonb[])[array_position($1::bigint[], j.id)] IS NOT NULL)
+    RETURNING j.id
+)
+SELECT id FROM deleted UNION ALL SELECT id FROM kept";
+
 /// Completes one job inside the handler's own transaction (its writes commit with it).
 const COMPLETE_ONE: &str = "
 UPDATE jobs SET state = 'completed', finished_at = $3, output = $4,
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = $1 AND lease_token = $2 AND state = 'running'
 RETURNING *";
+
+/// [`COMPLETE_ONE`] deleting the job instead ([`CompletedJobs::Delete`]); the caller
+/// sends here only a job with no output and no workflow run. Returns the row as it was.
+const DELETE_ONE: &str = "
+DELETE FROM jobs
+WHERE id = $1 AND lease_token = $2 AND state = 'running' AND workflow_run_id IS NULL
+RETURNING *";
+
+/// What a completion does with the job's row. SPEC A1 keeps completed jobs until the
+/// prune horizon (24 h by default); a worker started with `--delete-completed` sets that
+/// horizon to zero for the jobs it completes, as graphile-worker always does: a job with
+/// an output or in a workflow run is kept all the same (its output is read later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompletedJobs {
+    /// Completed rows stay until pruning (the default).
+    #[default]
+    Keep,
+    /// Completed rows without output or workflow run are deleted at completion.
+    Delete,
+}
 
 /// Records a failed attempt: back to `available` at `$4` (retry) or `discarded`.
 const FAIL_ONE: &str = "
@@ -124,6 +168,7 @@ pub async fn complete_batch(
     db: impl PgExecutor<'_>,
     now: DateTime<Utc>,
     batch: &[Completion],
+    completed: CompletedJobs,
 ) -> Result<Vec<JobId>, QueueError> {
     // Ascending ids: the lock order the lease renewal uses too.
     let mut sorted: Vec<&Completion> = batch.iter().collect();
@@ -134,7 +179,11 @@ pub async fn complete_batch(
         .iter()
         .any(|c| c.output.is_some())
         .then(|| sorted.iter().map(|c| c.output.clone()).collect());
-    let done: Vec<i64> = sqlx::query_scalar(COMPLETE_BATCH)
+    let sql = match completed {
+        CompletedJobs::Keep => COMPLETE_BATCH,
+        CompletedJobs::Delete => COMPLETE_BATCH_DELETING,
+    };
+    let done: Vec<i64> = sqlx::query_scalar(sql)
         .bind(&ids)
         .bind(&tokens)
         .bind(&outputs)
@@ -144,22 +193,42 @@ pub async fn complete_batch(
     Ok(done.into_iter().map(JobId).collect())
 }
 
-/// Completes one job in the caller's transaction; `None` when the lease was lost.
+/// Completes one job in the caller's transaction; `None` when the lease was lost. With
+/// [`CompletedJobs::Delete`] a job with no output and no workflow run is deleted, and the
+/// row comes back as it was (still `running`).
 pub async fn complete_one(
     tx: &mut PgConnection,
     id: JobId,
     token: i64,
     now: DateTime<Utc>,
     output: Option<&Value>,
+    completed: CompletedJobs,
 ) -> Result<Option<Job>, QueueError> {
     JobState::Running.transition(JobEvent::Complete)?;
-    let row = sqlx::query(COMPLETE_ONE)
-        .bind(id.0)
-        .bind(token)
-        .bind(now)
-        .bind(output)
-        .fetch_optional(tx)
-        .await?;
+    let row = if completed == CompletedJobs::Delete && output.is_none() {
+        sqlx::query(DELETE_ONE)
+            .bind(id.0)
+            .bind(token)
+            .fetch_optional(&mut *tx)
+            .await?
+    } else {
+        None
+    };
+    let row = match row {
+        Some(row) => Some(row),
+        // Kept: asked to, or it has an output, or it belongs to a workflow run (the
+        // delete's `workflow_run_id IS NULL` did not match), or the lease was lost (then
+        // this finds nothing either).
+        None => {
+            sqlx::query(COMPLETE_ONE)
+                .bind(id.0)
+                .bind(token)
+                .bind(now)
+                .bind(output)
+                .fetch_optional(tx)
+                .await?
+        }
+    };
     Ok(row.as_ref().map(Job::from_row).transpose()?)
 }
 

@@ -16,7 +16,8 @@ use tracing::Instrument;
 
 use super::backoff::backoff;
 use super::claim::{
-    complete_batch, complete_one, fail_one, give_back, next_after_failure, AttemptError, Completion,
+    complete_batch, complete_one, fail_one, give_back, next_after_failure, AttemptError,
+    CompletedJobs, Completion,
 };
 use super::handler::{ErasedHandler, HandlerRegistry, JobContext, JobError, Outcome};
 use super::job::{Job, JobId};
@@ -47,6 +48,7 @@ pub struct JobRunner {
     events: EventSender,
     wake: Arc<Wake>,
     done: mpsc::UnboundedSender<Completion>,
+    completed: CompletedJobs,
 }
 
 impl JobRunner {
@@ -62,6 +64,7 @@ impl JobRunner {
             events: w.events.clone(),
             wake: w.wake.clone(),
             done,
+            completed: w.config.completed,
         }
     }
 
@@ -231,7 +234,9 @@ impl JobRunner {
             None => self.pool.begin().await?,
         };
         let now = self.clock.now();
-        let Some(done) = complete_one(&mut tx, job.id, token, now, output.as_ref()).await? else {
+        let Some(done) =
+            complete_one(&mut tx, job.id, token, now, output.as_ref(), self.completed).await?
+        else {
             // Lease lost: roll the handler's writes back with it (tx dropped).
             return self.refused(job.id);
         };
@@ -389,6 +394,8 @@ pub struct Completer {
     pub tracker: Tracker,
     pub events: EventSender,
     pub wake: Arc<Wake>,
+    /// Whether completed rows are kept or deleted (`--delete-completed`).
+    pub completed: CompletedJobs,
     /// Fired when the worker's services stop (shutdown, after the drain).
     pub stop: CancellationToken,
 }
@@ -423,7 +430,7 @@ impl Completer {
         let mut wait = Duration::from_millis(50);
         let mut stopped_at: Option<std::time::Instant> = None;
         loop {
-            match complete_batch(&self.pool, self.clock.now(), batch).await {
+            match complete_batch(&self.pool, self.clock.now(), batch, self.completed).await {
                 Ok(done) => {
                     let done: std::collections::HashSet<JobId> = done.into_iter().collect();
                     for c in batch.drain(..) {

@@ -10,7 +10,11 @@
 //! graphile-worker's `localQueue` does): they wait in the worker, leases renewed, for a
 //! slot, and are given back at once at shutdown. It trades fairness between workers (one
 //! worker may hold jobs another could start) for far fewer claim commits per job; the
-//! default 0 claims free slots only, as SPEC A1 says.
+//! default 0 claims free slots only, as SPEC A1 says. With prefetch each claim loop takes
+//! at most its share of the room, so two loops keep two claims in flight.
+//!
+//! `completed` ([`CompletedJobs`], `--delete-completed`) deletes a job at completion
+//! instead of keeping it until pruning, when it has no output and no workflow run.
 //!
 //! Free slots are claimed in batches: while a queue has jobs running, the claim waits
 //! until half its slots are free, or [`CLAIM_LINGER`] has passed. A claim is a commit
@@ -27,7 +31,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::claim::{claim_batch, give_back, Completion};
+use super::claim::{claim_batch, give_back, CompletedJobs, Completion};
 use super::exec::{Completer, JobRunner};
 use super::handler::HandlerRegistry;
 use super::heartbeat::Heartbeat;
@@ -116,6 +120,9 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Claim loops running side by side (each claims only free slots).
     pub claimers: usize,
+    /// Keep completed jobs until pruning, or delete them at completion
+    /// (`--delete-completed`; see [`CompletedJobs`]).
+    pub completed: CompletedJobs,
 }
 
 impl WorkerConfig {
@@ -130,6 +137,7 @@ impl WorkerConfig {
             rescue_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             claimers: 2,
+            completed: CompletedJobs::Keep,
         }
     }
 
@@ -287,6 +295,7 @@ impl Worker {
             tracker: self.tracker.clone(),
             events: self.events.clone(),
             wake: self.wake.clone(),
+            completed: self.config.completed,
             stop: stop.clone(),
         };
         vec![
@@ -399,6 +408,7 @@ impl Worker {
                 slots: self.config.concurrency,
                 prefetch: self.config.prefetch,
                 queue_limit: *limit,
+                claimers: self.config.claimers.max(1),
             };
             let min = if any_size { 1 } else { cap.min_batch() };
             let reserved = self.tracker.reserve_batch(queue, cap, min);

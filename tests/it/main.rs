@@ -24,6 +24,7 @@ mod pg_restart;
 mod props;
 mod queue_basics;
 mod queue_bulk;
+mod queue_delete_completed;
 mod queue_metrics;
 mod queue_prefetch;
 mod queue_presence;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::Duration as Cd;
 use coinpilot::clock::Clock;
 use coinpilot::queue::admin::{self, JobFilter};
-use coinpilot::queue::claim::{complete_batch, complete_one, Completion};
+use coinpilot::queue::claim::{complete_batch, complete_one, CompletedJobs, Completion};
 use coinpilot::queue::handler::{Handler, JobContext, JobError, Outcome};
 use coinpilot::queue::prune::{prune_finished, PruneOptions};
 use coinpilot::queue::runtime::WorkerEvent;
@@ -404,6 +404,7 @@ async fn cancelling_a_running_job_stops_its_handler_and_refuses_its_completion()
             token,
             output: None,
         }],
+        CompletedJobs::Keep,
     )
     .await
     .unwrap();
@@ -536,10 +537,12 @@ async fn a_handlers_writes_and_follow_ups_commit_with_its_completion_or_not_at_a
     );
     // A completion in a transaction under a lost lease is refused too.
     let mut tx = db.pool.begin().await.unwrap();
-    assert!(complete_one(&mut tx, ok, 12345, clock.now(), None)
-        .await
-        .unwrap()
-        .is_none());
+    assert!(
+        complete_one(&mut tx, ok, 12345, clock.now(), None, CompletedJobs::Keep)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]

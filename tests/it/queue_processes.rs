@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use coinpilot::clock::{Clock, SystemClock};
 use coinpilot::queue::admin;
-use coinpilot::queue::claim::{complete_batch, fail_one, AttemptError, Completion};
+use coinpilot::queue::claim::{complete_batch, fail_one, AttemptError, CompletedJobs, Completion};
 use coinpilot::queue::{enqueue, enqueue_many, JobState, NewJob};
 use serde_json::json;
 
@@ -126,6 +126,7 @@ async fn killed_worker_job_is_rescued_after_lease_and_its_late_completion_refuse
             token: old_token,
             output: None,
         }],
+        CompletedJobs::Keep,
     )
     .await
     .unwrap();

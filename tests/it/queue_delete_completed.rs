@@ -1,0 +1,211 @@
+//! `--delete-completed` (`CompletedJobs::Delete`): a job completed without an output and
+//! outside a workflow run leaves no row; every other outcome is kept as before, and the
+//! lease token still decides whether a completion is taken.
+
+use std::time::Duration;
+
+use coinpilot::clock::Clock;
+use coinpilot::queue::claim::{
+    claim_batch, complete_batch, complete_one, CompletedJobs, Completion,
+};
+use coinpilot::queue::handler::{Handler, JobContext, JobError, Outcome};
+use coinpilot::queue::runtime::WorkerEvent;
+use coinpilot::queue::{enqueue_many, JobId, JobState, NewJob, Worker};
+use serde_json::json;
+
+use crate::support::*;
+
+/// Writes a `probe_runs` row through the job's own transaction and returns no output.
+struct WritesInItsTransaction;
+impl Handler for WritesInItsTransaction {
+    const KIND: &'static str = "writes_in_tx";
+    type Args = serde_json::Value;
+    async fn run(&self, ctx: &mut JobContext, _: serde_json::Value) -> Result<Outcome, JobError> {
+        let id = ctx.job.id.0;
+        sqlx::query("INSERT INTO probe_runs (job_id, attempt, worker, started_at) VALUES ($1, 1, 'tx', now())")
+            .bind(id)
+            .execute(ctx.tx().await?)
+            .await?;
+        Ok(Outcome::done())
+    }
+}
+
+async fn put_all(db: &TestDb, now: chrono::DateTime<chrono::Utc>, jobs: &[NewJob]) -> Vec<JobId> {
+    let mut tx = db.pool.begin().await.unwrap();
+    let ids = enqueue_many(&mut tx, now, jobs).await.unwrap();
+    tx.commit().await.unwrap();
+    ids.into_iter().map(|e| e.id).collect()
+}
+
+async fn mark_in_workflow(db: &TestDb, id: JobId) {
+    sqlx::query("UPDATE jobs SET workflow_run_id = 4242, workflow_step = 'step' WHERE id = $1")
+        .bind(id.0)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+async fn row_state(db: &TestDb, id: JobId) -> Option<JobState> {
+    sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_deleting_worker_keeps_only_outputs_workflow_steps_and_failures() {
+    let db = TestDb::new().await;
+    let (clock, shared) = manual_clock();
+    let now = clock.now();
+    let plain = put_all(&db, now, &vec![NewJob::new("noop", json!({})); 20]).await;
+    let mut kept = put_all(
+        &db,
+        now,
+        &[
+            NewJob::new("echo", json!({"kept": "for its output"})),
+            NewJob::new("noop", json!({"step": true})),
+        ],
+    )
+    .await;
+    mark_in_workflow(&db, kept[1]).await;
+    let in_tx = put_all(&db, now, &[NewJob::new("writes_in_tx", json!({}))]).await[0];
+    let failed = put_all(
+        &db,
+        now,
+        &[NewJob::new("no_such_kind", json!({})).with_max_attempts(1)],
+    )
+    .await[0];
+
+    let mut reg = registry();
+    reg.register(WritesInItsTransaction);
+    let mut config = test_config("deleter");
+    config.completed = CompletedJobs::Delete;
+    let mut w = RunningWorker::start(Worker::new(db.pool.clone(), shared, reg, config));
+    let mut expected: Vec<WorkerEvent> = plain
+        .iter()
+        .chain(&kept)
+        .chain([&in_tx])
+        .map(|id| WorkerEvent::Completed(*id))
+        .collect();
+    expected.push(WorkerEvent::Failed {
+        id: failed,
+        discarded: true,
+    });
+    w.wait_for_all(30, expected).await;
+    w.shutdown().await;
+
+    for id in plain.iter().chain([&in_tx]) {
+        assert_eq!(row_state(&db, *id).await, None, "job {id:?} was deleted");
+    }
+    let probe = db
+        .count(&format!(
+            "SELECT count(*) FROM probe_runs WHERE job_id = {}",
+            in_tx.0
+        ))
+        .await;
+    assert_eq!(
+        probe, 1,
+        "the handler's own write committed with the deletion"
+    );
+    let output: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT output FROM jobs WHERE id = $1 AND state = 'completed'")
+            .bind(kept[0].0)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(output, Some(json!({"kept": "for its output"})));
+    let step = kept.remove(1);
+    assert_eq!(row_state(&db, step).await, Some(JobState::Completed));
+    assert_eq!(row_state(&db, failed).await, Some(JobState::Discarded));
+}
+
+#[tokio::test]
+async fn a_deleting_completion_still_needs_the_current_lease() {
+    let db = TestDb::new().await;
+    let (clock, _) = manual_clock();
+    let now = clock.now();
+    let ids = put_all(
+        &db,
+        now,
+        &[
+            NewJob::new("noop", json!({"n": 1})),
+            NewJob::new("noop", json!({"n": 2})),
+            NewJob::new("noop", json!({"n": 3})),
+        ],
+    )
+    .await;
+    mark_in_workflow(&db, ids[2]).await;
+    let claimed = claim_batch(&db.pool, "default", now, 3, "w", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let token = |id: JobId| {
+        claimed
+            .iter()
+            .find(|j| j.id == id)
+            .and_then(|j| j.lease_token)
+            .unwrap()
+    };
+
+    // A stale token deletes nothing.
+    let stale = Completion {
+        id: ids[0],
+        token: token(ids[0]) + 1_000_000,
+        output: None,
+    };
+    let done = complete_batch(&db.pool, now, &[stale], CompletedJobs::Delete)
+        .await
+        .unwrap();
+    assert!(done.is_empty());
+    assert_eq!(row_state(&db, ids[0]).await, Some(JobState::Running));
+
+    // The current token deletes the plain job; its repeat finds nothing to take.
+    let current = Completion {
+        id: ids[0],
+        token: token(ids[0]),
+        output: None,
+    };
+    let done = complete_batch(
+        &db.pool,
+        now,
+        std::slice::from_ref(&current),
+        CompletedJobs::Delete,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done, vec![ids[0]]);
+    assert_eq!(row_state(&db, ids[0]).await, None);
+    let again = complete_batch(&db.pool, now, &[current], CompletedJobs::Delete)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "a repeated completion is refused");
+
+    // In the handler's transaction: the plain job goes, the workflow step is completed.
+    let mut tx = db.pool.begin().await.unwrap();
+    let gone = complete_one(
+        &mut tx,
+        ids[1],
+        token(ids[1]),
+        now,
+        None,
+        CompletedJobs::Delete,
+    )
+    .await
+    .unwrap();
+    let step = complete_one(
+        &mut tx,
+        ids[2],
+        token(ids[2]),
+        now,
+        None,
+        CompletedJobs::Delete,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(gone.map(|j| j.id), Some(ids[1]));
+    assert_eq!(step.map(|j| j.state), Some(JobState::Completed));
+    assert_eq!(row_state(&db, ids[1]).await, None);
+    assert_eq!(row_state(&db, ids[2]).await, Some(JobState::Completed));
+}
