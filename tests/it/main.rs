@@ -5,6 +5,7 @@
 
 mod ai;
 mod backtest_cli;
+mod bench_queue;
 mod bench_trade_cycle;
 mod bot;
 mod browser;
