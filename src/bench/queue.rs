@@ -175,9 +175,15 @@ async fn measure(
     settle(pool).await;
     let tokens_before = lease_tokens_drawn(pool).await?;
     let spawned = clock.now();
-    let mut worker = spawn_worker(url, a.concurrency, a.prefetch, a.delete_completed)?;
+    let mut worker = spawn_worker(
+        url,
+        a.concurrency,
+        a.prefetch,
+        a.delete_completed,
+        "bench-worker",
+    )?;
     let t = Instant::now();
-    wait_drained(pool, tokens_before, total).await?;
+    wait_drained(pool, &mut worker, tokens_before, total).await?;
     let drain = total as f64 / t.elapsed().as_secs_f64();
     let done = clock.now();
     let (startup_ms, steady) = match start_split(pool, spawned, done, total).await? {
@@ -185,17 +191,17 @@ async fn measure(
         None => (None, None),
     };
 
-    let rss = if a.delete_completed {
-        // The drain worker's peak, then a worker that keeps its jobs for the pickups.
-        let rss = peak_rss_mib(worker.id());
-        stop_worker(&mut worker).await?;
-        worker = spawn_worker(url, a.concurrency, a.prefetch, false)?;
-        Some(rss)
-    } else {
-        None
-    };
+    let rss = peak_rss_mib(worker.id());
+    if a.delete_completed {
+        worker = keeping_worker_for_pickups(pool, url, a, worker).await?;
+    }
     let (p50, p99) = pickup_latency(pool, a.pickups).await?;
-    let rss = rss.unwrap_or_else(|| peak_rss_mib(worker.id()));
+    // The pickups run on the drain worker (their RSS counts) unless it was replaced.
+    let rss = if a.delete_completed {
+        rss
+    } else {
+        peak_rss_mib(worker.id())
+    };
     stop_worker(&mut worker).await?;
     Ok(QueueBenchResult {
         jobs: a.jobs,
@@ -213,8 +219,11 @@ async fn measure(
     })
 }
 
-/// How far the claims have drawn from the lease token sequence. Read without a lock.
-const LEASE_TOKENS_DRAWN: &str = "SELECT last_value FROM job_lease_token_seq";
+/// How many lease tokens the claims have drawn so far: the sequence's `last_value`, less
+/// one while it was never called (a fresh sequence says 1 before handing out 1). Read
+/// without a lock.
+const LEASE_TOKENS_DRAWN: &str =
+    "SELECT last_value - CASE WHEN is_called THEN 0 ELSE 1 END FROM job_lease_token_seq";
 
 async fn lease_tokens_drawn(pool: &PgPool) -> Result<i64, CliError> {
     Ok(sqlx::query_scalar(LEASE_TOKENS_DRAWN)
@@ -229,10 +238,28 @@ async fn lease_tokens_drawn(pool: &PgPool) -> Result<i64, CliError> {
 /// left, and one row read says so. Then [`admin::any_unfinished`] every 5 ms, which costs
 /// PostgreSQL ~1 ms a call in a drain (it steps over the claim index's dead entries):
 /// polled every 20 ms from the start, it took ~5 % of a core from the drain it timed, and
-/// its 20 ms step added ~10 ms on average to a drain of under half a second.
-async fn wait_drained(pool: &PgPool, before: i64, total: usize) -> Result<(), CliError> {
+/// its 20 ms step added ~10 ms on average to a drain of under half a second. The cheap
+/// phase still asks `any_unfinished` once a second, and gives up if the worker died.
+async fn wait_drained(
+    pool: &PgPool,
+    worker: &mut tokio::process::Child,
+    before: i64,
+    total: usize,
+) -> Result<(), CliError> {
     let total = i64::try_from(total).unwrap_or(i64::MAX);
+    let mut polls = 0u32;
     while lease_tokens_drawn(pool).await?.saturating_sub(before) < total {
+        polls += 1;
+        if polls.is_multiple_of(50) {
+            if !admin::any_unfinished(pool).await? {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = worker.try_wait() {
+                return Err(CliError::Other(format!(
+                    "the drain worker exited mid-drain ({status})"
+                )));
+            }
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     while admin::any_unfinished(pool).await? {
@@ -264,14 +291,52 @@ fn spawn_worker(
     concurrency: usize,
     prefetch: usize,
     delete_completed: bool,
+    name: &str,
 ) -> Result<tokio::process::Child, CliError> {
     let prefetch = prefetch.to_string();
     let mut extra = vec!["--no-scheduler", "--prefetch", &prefetch];
     if delete_completed {
         extra.push("--delete-completed");
     }
-    spawn_bench_worker(url, concurrency, "bench-worker", &extra)
+    spawn_bench_worker(url, concurrency, name, &extra)
 }
+
+/// With `--delete-completed` the pickups' rows would be gone before they are read: stops
+/// the drain worker and starts one that keeps its jobs, returning once it has registered
+/// (its `workers` row), so that the first pickups do not time its start.
+async fn keeping_worker_for_pickups(
+    pool: &PgPool,
+    url: &str,
+    a: &QueueBenchArgs,
+    mut drain_worker: tokio::process::Child,
+) -> Result<tokio::process::Child, CliError> {
+    stop_worker(&mut drain_worker).await?;
+    let mut worker = spawn_worker(url, a.concurrency, a.prefetch, false, PICKUP_WORKER)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let registered: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workers WHERE name = $1)")
+                .bind(PICKUP_WORKER)
+                .fetch_one(pool)
+                .await?;
+        if registered {
+            return Ok(worker);
+        }
+        if let Ok(Some(status)) = worker.try_wait() {
+            return Err(CliError::Other(format!(
+                "the pickup worker exited at start ({status})"
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::Other(
+                "the pickup worker did not register within 30 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+const PICKUP_WORKER: &str = "bench-pickup-worker";
 
 /// What the peer harness does before each drain (`ANALYZE; CHECKPOINT`), so a checkpoint
 /// does not land inside the timed drain and the planner knows the table's size. A role

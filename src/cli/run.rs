@@ -37,7 +37,8 @@ pub struct WorkerArgs {
     pub prefetch: Option<usize>,
     /// Delete the jobs this worker completes (those without an output or a workflow run)
     /// instead of keeping them until pruning: for high-volume queues whose history nobody
-    /// reads [default: keep; config `worker.delete_completed`].
+    /// reads [default: keep; config `worker.delete_completed`, which only
+    /// `COINPILOT_WORKER_DELETE_COMPLETED=false` turns off again].
     #[arg(long)]
     pub delete_completed: bool,
     /// Worker name (default: host-pid).

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::backoff::backoff;
 use super::claim::{
     complete_batch, complete_one, fail_one, give_back, next_after_failure, AttemptError,
-    CompletedJobs, Completion,
+    CompletedJobs, CompletedRow, Completion,
 };
 use super::handler::{ErasedHandler, HandlerRegistry, JobContext, JobError, Outcome};
 use super::job::{Job, JobId};
@@ -155,6 +155,7 @@ impl JobRunner {
                     id: job.id,
                     token,
                     output: stored_output(out),
+                    in_workflow_run: job.workflow_run_id.is_some(),
                 })?;
                 return Ok("completed");
             }
@@ -226,6 +227,7 @@ impl JobRunner {
                 id: job.id,
                 token,
                 output,
+                in_workflow_run: job.workflow_run_id.is_some(),
             })?;
             return Ok("completed");
         }
@@ -235,13 +237,16 @@ impl JobRunner {
         };
         let now = self.clock.now();
         let Some(done) =
-            complete_one(&mut tx, job.id, token, now, output.as_ref(), self.completed).await?
+            complete_one(&mut tx, job, token, now, output.as_ref(), self.completed).await?
         else {
             // Lease lost: roll the handler's writes back with it (tx dropped).
             return self.refused(job.id);
         };
-        if let (Some(hook), Some(_)) = (&self.hook, done.workflow_run_id) {
-            hook.on_completed(&mut tx, &done, now).await?;
+        // A workflow step is always kept (`CompletedJobs::deletes`), so its hook sees it.
+        if let (Some(hook), CompletedRow::Kept(done)) = (&self.hook, &done) {
+            if done.workflow_run_id.is_some() {
+                hook.on_completed(&mut tx, done, now).await?;
+            }
         }
         tx.commit().await?;
         self.tracker.release(job.id);

@@ -4,7 +4,8 @@
 //! claiming, lets running jobs finish within the grace period, then releases the rest.
 //!
 //! Options (defaults): `concurrency` 10, `prefetch` 0, `lease` 60 s, `poll_interval` 1 s,
-//! `rescue_interval` 5 s, `shutdown_grace` 30 s, per-queue limits none.
+//! `rescue_interval` 5 s, `shutdown_grace` 30 s, per-queue limits none, `claimers` 2 (the
+//! CLI: 1 below 4 slots), `completed` keep.
 //!
 //! `prefetch` > 0 lets a claim take up to that many jobs beyond the free slots (as
 //! graphile-worker's `localQueue` does): they wait in the worker, leases renewed, for a
@@ -62,7 +63,8 @@ pub trait CompletionHook: Send + Sync {
     ) -> BoxFuture<'a, Result<(), QueueError>>;
 }
 
-/// How long free slots of a busy queue wait to become a batch (half its slots) before
+/// How long free slots of a busy queue wait to become a batch (half its slots; with
+/// prefetch, half of what one claim may take: `Capacity::min_batch`) before
 /// they are claimed anyway. Claiming each slot as its handler ends costs one commit, one
 /// WAL flush, per job: at 10 slots that held drains near pgbench's commit rate (~2k/s).
 /// Idle queues claim at once, so this delays only a claim for a worker already running
@@ -118,7 +120,8 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     pub rescue_interval: Duration,
     pub shutdown_grace: Duration,
-    /// Claim loops running side by side (each claims only free slots).
+    /// Claim loops running side by side (each claims only free slots; with prefetch, at
+    /// most its share of slots + prefetch per claim).
     pub claimers: usize,
     /// Keep completed jobs until pruning, or delete them at completion
     /// (`--delete-completed`; see [`CompletedJobs`]).
@@ -394,8 +397,9 @@ impl Worker {
         }
     }
 
-    /// Claims from each served queue up to its free slots: in batches of at least half a
-    /// queue's slots while it has jobs running, unless `any_size` (the linger is over).
+    /// Claims from each served queue up to its free slots (with prefetch, up to the loop's
+    /// share of slots + prefetch): in batches of at least `Capacity::min_batch` while it
+    /// has jobs running, unless `any_size` (the linger is over).
     async fn claim_round(
         &self,
         runner: &Arc<JobRunner>,

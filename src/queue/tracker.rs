@@ -52,10 +52,14 @@ pub struct Capacity {
 
 impl Capacity {
     /// The smallest claim worth a commit while the queue has jobs running: half its slots
-    /// (see [`Tracker::reserve_batch`]); with prefetch, half of [`max_claim`](Self::max_claim).
+    /// (see [`Tracker::reserve_batch`]); with prefetch, half of the most one claim of this
+    /// queue can take ([`max_claim`](Self::max_claim), or the queue's limit plus prefetch).
     pub fn min_batch(&self) -> usize {
         if self.prefetch > 0 {
-            return (self.max_claim() / 2).max(1);
+            let most = self.queue_limit.map_or(self.max_claim(), |l| {
+                self.max_claim().min(l + self.prefetch)
+            });
+            return (most / 2).max(1);
         }
         let slots = self.queue_limit.map_or(self.slots, |l| l.min(self.slots));
         slots.div_ceil(2).max(1)
@@ -426,6 +430,13 @@ mod tests {
         assert_eq!(t.reserve_batch("q", c, c.min_batch()).jobs, 255);
         assert_eq!(t.reserve("q", c), 0, "slots + prefetch are all reserved");
         t.unreserve("q", 510);
+        // A queue limited below a share waits for half of what it may hold, not of a share.
+        let limited = Capacity {
+            claimers: 2,
+            ..cap(50, 10, Some(2))
+        };
+        assert_eq!(limited.max_claim(), 30);
+        assert_eq!(limited.min_batch(), 6, "half of 2 slots + 10 ahead");
         // Without prefetch a claim takes every free slot, however many loops there are.
         let free_only = Capacity {
             claimers: 2,

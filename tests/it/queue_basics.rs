@@ -403,6 +403,7 @@ async fn cancelling_a_running_job_stops_its_handler_and_refuses_its_completion()
             id,
             token,
             output: None,
+            in_workflow_run: false,
         }],
         CompletedJobs::Keep,
     )
@@ -536,13 +537,19 @@ async fn a_handlers_writes_and_follow_ups_commit_with_its_completion_or_not_at_a
         0
     );
     // A completion in a transaction under a lost lease is refused too.
+    let ok_job = job_state(&db, ok).await;
     let mut tx = db.pool.begin().await.unwrap();
-    assert!(
-        complete_one(&mut tx, ok, 12345, clock.now(), None, CompletedJobs::Keep)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(complete_one(
+        &mut tx,
+        &ok_job,
+        12345,
+        clock.now(),
+        None,
+        CompletedJobs::Keep
+    )
+    .await
+    .unwrap()
+    .is_none());
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use coinpilot::clock::Clock;
 use coinpilot::queue::claim::{
-    claim_batch, complete_batch, complete_one, CompletedJobs, Completion,
+    claim_batch, complete_batch, complete_one, CompletedJobs, CompletedRow, Completion,
 };
 use coinpilot::queue::handler::{Handler, JobContext, JobError, Outcome};
 use coinpilot::queue::runtime::WorkerEvent;
@@ -120,83 +120,96 @@ async fn a_deleting_worker_keeps_only_outputs_workflow_steps_and_failures() {
     assert_eq!(row_state(&db, failed).await, Some(JobState::Discarded));
 }
 
+fn completion(id: JobId, token: i64, output: Option<serde_json::Value>) -> Completion {
+    Completion {
+        id,
+        token,
+        output,
+        in_workflow_run: false,
+    }
+}
+
 #[tokio::test]
 async fn a_deleting_completion_still_needs_the_current_lease() {
     let db = TestDb::new().await;
     let (clock, _) = manual_clock();
     let now = clock.now();
-    let ids = put_all(
-        &db,
-        now,
-        &[
-            NewJob::new("noop", json!({"n": 1})),
-            NewJob::new("noop", json!({"n": 2})),
-            NewJob::new("noop", json!({"n": 3})),
-        ],
-    )
-    .await;
-    mark_in_workflow(&db, ids[2]).await;
-    let claimed = claim_batch(&db.pool, "default", now, 3, "w", Duration::from_secs(60))
+    let jobs: Vec<NewJob> = (1..=5)
+        .map(|n| NewJob::new("noop", json!({ "n": n })))
+        .collect();
+    let ids = put_all(&db, now, &jobs).await;
+    mark_in_workflow(&db, ids[1]).await;
+    mark_in_workflow(&db, ids[4]).await;
+    let claimed = claim_batch(&db.pool, "default", now, 5, "w", Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(claimed.len(), 3);
-    let token = |id: JobId| {
-        claimed
-            .iter()
-            .find(|j| j.id == id)
-            .and_then(|j| j.lease_token)
-            .unwrap()
-    };
+    assert_eq!(claimed.len(), 5);
+    let job = |id: JobId| claimed.iter().find(|j| j.id == id).unwrap().clone();
+    let token = |id: JobId| job(id).lease_token.unwrap();
 
     // A stale token deletes nothing.
-    let stale = Completion {
-        id: ids[0],
-        token: token(ids[0]) + 1_000_000,
-        output: None,
-    };
+    let stale = completion(ids[0], token(ids[0]) + 1_000_000, None);
     let done = complete_batch(&db.pool, now, &[stale], CompletedJobs::Delete)
         .await
         .unwrap();
     assert!(done.is_empty());
     assert_eq!(row_state(&db, ids[0]).await, Some(JobState::Running));
 
-    // The current token deletes the plain job; its repeat finds nothing to take.
-    let current = Completion {
-        id: ids[0],
-        token: token(ids[0]),
-        output: None,
-    };
-    let done = complete_batch(
+    // A mixed batch: the workflow step (lower id) and the job with an output are kept,
+    // each output on its own row; the plain job goes. Its repeat is refused.
+    let mut step = completion(ids[1], token(ids[1]), None);
+    step.in_workflow_run = true;
+    let batch = [
+        completion(ids[2], token(ids[2]), Some(json!({"for": 2}))),
+        step,
+        completion(ids[0], token(ids[0]), None),
+    ];
+    let mut done = complete_batch(&db.pool, now, &batch, CompletedJobs::Delete)
+        .await
+        .unwrap();
+    done.sort();
+    assert_eq!(done, vec![ids[0], ids[1], ids[2]]);
+    assert_eq!(row_state(&db, ids[0]).await, None);
+    assert_eq!(row_state(&db, ids[1]).await, Some(JobState::Completed));
+    let output: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT output FROM jobs WHERE id = $1 AND state = 'completed'")
+            .bind(ids[2].0)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(output, Some(json!({"for": 2})));
+    let again = complete_batch(
         &db.pool,
         now,
-        std::slice::from_ref(&current),
+        &[completion(ids[0], token(ids[0]), None)],
         CompletedJobs::Delete,
     )
     .await
     .unwrap();
-    assert_eq!(done, vec![ids[0]]);
-    assert_eq!(row_state(&db, ids[0]).await, None);
-    let again = complete_batch(&db.pool, now, &[current], CompletedJobs::Delete)
-        .await
-        .unwrap();
     assert!(again.is_empty(), "a repeated completion is refused");
 
-    // In the handler's transaction: the plain job goes, the workflow step is completed.
+    // In the handler's transaction: a stale token changes nothing, the current one deletes
+    // the plain job, and the workflow step is completed and kept.
     let mut tx = db.pool.begin().await.unwrap();
+    let plain = job(ids[3]);
+    let refused = complete_one(&mut tx, &plain, 7, now, None, CompletedJobs::Delete)
+        .await
+        .unwrap();
+    assert!(refused.is_none());
     let gone = complete_one(
         &mut tx,
-        ids[1],
-        token(ids[1]),
+        &plain,
+        token(ids[3]),
         now,
         None,
         CompletedJobs::Delete,
     )
     .await
     .unwrap();
-    let step = complete_one(
+    let kept = complete_one(
         &mut tx,
-        ids[2],
-        token(ids[2]),
+        &job(ids[4]),
+        token(ids[4]),
         now,
         None,
         CompletedJobs::Delete,
@@ -204,8 +217,8 @@ async fn a_deleting_completion_still_needs_the_current_lease() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(gone.map(|j| j.id), Some(ids[1]));
-    assert_eq!(step.map(|j| j.state), Some(JobState::Completed));
-    assert_eq!(row_state(&db, ids[1]).await, None);
-    assert_eq!(row_state(&db, ids[2]).await, Some(JobState::Completed));
+    assert!(matches!(gone, Some(CompletedRow::Deleted(id)) if id == ids[3]));
+    assert!(matches!(kept, Some(CompletedRow::Kept(ref j)) if j.state == JobState::Completed));
+    assert_eq!(row_state(&db, ids[3]).await, None);
+    assert_eq!(row_state(&db, ids[4]).await, Some(JobState::Completed));
 }

@@ -84,7 +84,8 @@ async fn claimed_ahead_jobs_wait_for_a_slot_and_all_complete() {
     let gauge = Gauge::default();
     let ids = put_gauges(&db, clock.now(), 30, 40).await;
     let mut w = RunningWorker::start(worker(&db, shared, &gauge, 2, 10));
-    // One claim takes the 2 slots and 10 ahead: 12 leases at once, far more than 2.
+    // The claims take the 2 slots and 10 ahead (two loops, 6 each): 12 leases at once, far
+    // more than 2.
     eventually(20, "jobs claimed ahead", || async {
         running(&db).await >= 12
     })

@@ -125,6 +125,7 @@ async fn killed_worker_job_is_rescued_after_lease_and_its_late_completion_refuse
             id,
             token: old_token,
             output: None,
+            in_workflow_run: false,
         }],
         CompletedJobs::Keep,
     )

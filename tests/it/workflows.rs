@@ -82,6 +82,10 @@ struct Bundle {
 }
 
 async fn setup() -> Bundle {
+    setup_with(test_config("wf")).await
+}
+
+async fn setup_with(config: coinpilot::queue::WorkerConfig) -> Bundle {
     let db = TestDb::new().await;
     let registry = wf_registry();
     let engine = WorkflowEngine::new(registry.clone());
@@ -89,7 +93,7 @@ async fn setup() -> Bundle {
         db.pool.clone(),
         coinpilot::clock::system(),
         registry,
-        test_config("wf"),
+        config,
     )
     .with_hook(Arc::new(engine.clone()));
     Bundle {
@@ -156,6 +160,27 @@ async fn an_entry_signal_runs_review_then_buy_and_skips_sell() {
     );
     assert_eq!(evaluate["parents"], json!({"collect": output("collect")}));
     assert_eq!(output("buy")["parents"]["review"], output("review"));
+    b.worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_deletes_completed_jobs_keeps_every_workflow_step() {
+    let mut config = test_config("wf-deleting");
+    config.completed = coinpilot::queue::claim::CompletedJobs::Delete;
+    let b = setup_with(config).await;
+    let run = b
+        .start(&trade_cycle("entry", true), json!({"market": "KRW-BTC"}))
+        .await;
+    let v = b.wait_run(run, RunState::Succeeded).await;
+    for step in ["collect", "evaluate", "review", "buy"] {
+        assert_eq!(state_of(&v, step), StepState::Completed, "{step}");
+    }
+    let kept =
+        b.db.count(&format!(
+            "SELECT count(*) FROM jobs WHERE workflow_run_id = {run} AND state = 'completed'"
+        ))
+        .await;
+    assert_eq!(kept, 4, "each completed step's row (and output) stays");
     b.worker.shutdown().await;
 }
 
