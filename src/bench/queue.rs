@@ -195,7 +195,7 @@ async fn measure(
     if a.delete_completed {
         worker = keeping_worker_for_pickups(pool, url, a, worker).await?;
     }
-    let (p50, p99) = pickup_latency(pool, a.pickups).await?;
+    let (p50, p99) = pickup_latency(pool, &mut worker, a.pickups).await?;
     // The pickups run on the drain worker (their RSS counts) unless it was replaced.
     let rss = if a.delete_completed {
         rss
@@ -254,18 +254,39 @@ async fn wait_drained(
             if !admin::any_unfinished(pool).await? {
                 return Ok(());
             }
-            if let Ok(Some(status)) = worker.try_wait() {
-                return Err(CliError::Other(format!(
-                    "the drain worker exited mid-drain ({status})"
-                )));
-            }
+            still_running(worker, "drain")?;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    wait_none_unfinished(pool, worker, "drain", Duration::from_millis(5)).await
+}
+
+/// Polls [`admin::any_unfinished`] every `step` until it says no, checking once a second
+/// that `worker` (named `role` in the error) is still there to finish the jobs.
+async fn wait_none_unfinished(
+    pool: &PgPool,
+    worker: &mut tokio::process::Child,
+    role: &str,
+    step: Duration,
+) -> Result<(), CliError> {
+    let mut last_check = Instant::now();
     while admin::any_unfinished(pool).await? {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        if last_check.elapsed() >= Duration::from_secs(1) {
+            still_running(worker, role)?;
+            last_check = Instant::now();
+        }
+        tokio::time::sleep(step).await;
     }
     Ok(())
+}
+
+fn still_running(worker: &mut tokio::process::Child, role: &str) -> Result<(), CliError> {
+    match worker.try_wait() {
+        Ok(Some(status)) => Err(CliError::Other(format!(
+            "the {role} worker exited while jobs were left ({status})"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Worker spawn → first claim (ms) and the drain rate after it, from the first row's
@@ -303,7 +324,8 @@ fn spawn_worker(
 
 /// With `--delete-completed` the pickups' rows would be gone before they are read: stops
 /// the drain worker and starts one that keeps its jobs, returning once it has registered
-/// (its `workers` row), so that the first pickups do not time its start.
+/// (its `workers` row) and run one warm-up job (its wake-up listener may subscribe after
+/// the row is written), so that the first pickups do not time its start.
 async fn keeping_worker_for_pickups(
     pool: &PgPool,
     url: &str,
@@ -320,6 +342,9 @@ async fn keeping_worker_for_pickups(
                 .fetch_one(pool)
                 .await?;
         if registered {
+            let warm_up = NewJob::new("noop", serde_json::json!({})).with_queue(QUEUE);
+            enqueue(&mut *pool.acquire().await?, SystemClock.now(), &warm_up).await?;
+            wait_none_unfinished(pool, &mut worker, "pickup", Duration::from_millis(5)).await?;
             return Ok(worker);
         }
         if let Ok(Some(status)) = worker.try_wait() {
@@ -405,7 +430,11 @@ pub(crate) async fn stop_worker(child: &mut tokio::process::Child) -> Result<(),
 }
 
 /// Enqueue → claim for single jobs on the idle worker, from the rows' own timestamps.
-async fn pickup_latency(pool: &PgPool, n: usize) -> Result<(f64, f64), CliError> {
+async fn pickup_latency(
+    pool: &PgPool,
+    worker: &mut tokio::process::Child,
+    n: usize,
+) -> Result<(f64, f64), CliError> {
     let clock = SystemClock;
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
@@ -415,9 +444,7 @@ async fn pickup_latency(pool: &PgPool, n: usize) -> Result<(f64, f64), CliError>
         drop(conn);
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
-    while admin::any_unfinished(pool).await? {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_none_unfinished(pool, worker, "pickup", Duration::from_millis(20)).await?;
     let mut ms: Vec<f64> = sqlx::query_scalar(
         "SELECT (extract(epoch FROM started_at - created_at) * 1000)::float8 FROM jobs WHERE id = ANY($1)",
     )

@@ -54,7 +54,9 @@ RETURNING j.*";
 /// dead entries a drain piles up faster than VACUUM clears them.
 /// `$3` is null when no job of the batch has an output (the common case); otherwise the
 /// output is looked up by the id's position. Callers pass ids in ascending order, as the
-/// lease renewal does, so the two lock rows in one order and never deadlock.
+/// lease renewal does: through the primary key's index scan (the plan these take) both lock
+/// rows in id order. Under another plan (a bitmap scan locks in heap order) a deadlock is
+/// possible but rare; PostgreSQL breaks it after `deadlock_timeout` and both sides retry.
 const COMPLETE_BATCH: &str = "
 UPDATE jobs j
 SET state = 'completed', finished_at = $4,

@@ -22,7 +22,8 @@ use crate::clock::SharedClock;
 /// are unique, so matching ids and tokens as two sets is the pairwise check (see
 /// `claim::COMPLETE_BATCH` for the generic plan a join fell into, and why the state is not
 /// named: a lease token is only ever set on a running job). Ids come in ascending
-/// order, the order the batched completion locks in, so the two never deadlock.
+/// order, the order the batched completion locks in (see `claim::COMPLETE_BATCH` on the
+/// plan that order rests on).
 const RENEW_LEASES: &str = "
 UPDATE jobs j SET lease_expires_at = $3 + make_interval(secs => $4)
 WHERE j.id = ANY($1) AND j.lease_token = ANY($2)
