@@ -225,9 +225,16 @@ fn add_to_position(held: Option<OpenPosition>, b: &BuyFill, now: DateTime<Utc>) 
     }
 }
 
-/// Splits the held position into the part sold (with its pro-rata share of cost and fees)
-/// and what remains (`None` for a full sell). The remainder gets cost − share, so the sum
-/// of the parts is the whole to the last digit.
+/// The decimals a sold part's share of cost and fees is rounded to (a trillionth of a
+/// won). A share computed to `Decimal`'s full 28 digits made cost − share need more digits
+/// than a `Decimal` holds, so the remainder was rounded and the parts missed the whole by
+/// ~1e-26 (`chaos_paper`, once its ledger check was done in exact `numeric`). Rounded,
+/// cost − share is exact.
+const SHARE_DP: u32 = 12;
+
+/// Splits the held position into the part sold (with its pro-rata share of cost and fees,
+/// to [`SHARE_DP`] decimals) and what remains (`None` for a full sell). The remainder gets
+/// cost − share, so the sum of the parts is the whole to the last digit.
 fn split_position(
     held: &OpenPosition,
     qty: Qty,
@@ -243,7 +250,8 @@ fn split_position(
         return Ok((sold(held.cost, held.fees), None));
     }
     let share = qty.value() / held.quantity.value();
-    let (cost, fees) = (held.cost.times(share), held.fees.times(share));
+    let part = |whole: Krw| Krw::new(whole.times(share).value().round_dp(SHARE_DP));
+    let (cost, fees) = (part(held.cost), part(held.fees));
     let rest = OpenPosition {
         quantity: Qty::new(held.quantity.value() - qty.value())?,
         avg_price: held.avg_price,

@@ -179,17 +179,15 @@ async fn check_ledger(db: &TestDb, start: Decimal, n: usize, kills: usize) -> Bu
         .await
         .unwrap();
     assert!(balance >= Decimal::ZERO, "balance {balance}");
-    let (buys, sells): (Decimal, Decimal) = sqlx::query_as(
-        "SELECT coalesce(sum(f.price * f.quantity + f.fee) FILTER (WHERE o.side = 'buy'), 0),
-                coalesce(sum(f.price * f.quantity - f.fee) FILTER (WHERE o.side = 'sell'), 0)
-         FROM fills f JOIN orders o USING (client_order_id)",
+    assert_exactly_equal(
+        db,
+        "(SELECT balance FROM accounts WHERE name = 'paper')",
+        &format!("'{start}'::numeric - {BUYS} + {SELLS}"),
+        "balance against the fills",
     )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(balance, start - buys + sells, "balance against the fills");
+    .await;
     check_positions(db).await;
-    check_trades(db, buys, sells).await;
+    check_trades(db).await;
     check_each_id_filled_once(db).await;
     let refused = check_job_outcomes(db, n).await;
     let fills = db.count("SELECT count(*) FROM fills").await;
@@ -230,25 +228,47 @@ async fn check_positions(db: &TestDb) {
     }
 }
 
+/// What the buy fills cost and what the sell fills brought in, as SQL expressions.
+const BUYS: &str = "(SELECT coalesce(sum(f.price * f.quantity + f.fee), 0)
+     FROM fills f JOIN orders o USING (client_order_id) WHERE o.side = 'buy')";
+const SELLS: &str = "(SELECT coalesce(sum(f.price * f.quantity - f.fee), 0)
+     FROM fills f JOIN orders o USING (client_order_id) WHERE o.side = 'sell')";
+
+/// Compares two amounts in PostgreSQL's exact `numeric`. A sum of amounts that each use
+/// 28 significant digits can need more than a `Decimal` holds, so adding or even reading
+/// such sums in Rust rounds at the last places: once, 30572729.617286890485000000001
+/// against …0485 for the same stored values.
+async fn assert_exactly_equal(db: &TestDb, left: &str, right: &str, what: &str) {
+    let sql = format!("SELECT ({left})::text, ({right})::text, ({left}) = ({right})");
+    let (l, r, equal): (String, String, bool) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(equal, "{what}: {l} != {r}");
+}
+
 /// One trade per sell fill, with that fill's proceeds; and every buy's cost is still held
 /// (open positions' cost) or was closed (trades' cost), to the last digit.
-async fn check_trades(db: &TestDb, buys: Decimal, sells: Decimal) {
-    let (trades, proceeds, closed): (i64, Decimal, Decimal) = sqlx::query_as(
-        "SELECT count(*), coalesce(sum(proceeds), 0), coalesce(sum(cost), 0) FROM trades",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+async fn check_trades(db: &TestDb) {
+    let trades = db.count("SELECT count(*) FROM trades").await;
     let sell_fills = db
         .count("SELECT count(*) FROM fills JOIN orders USING (client_order_id) WHERE side = 'sell'")
         .await;
     assert_eq!(trades, sell_fills, "one trade per sell fill");
-    assert_eq!(proceeds, sells, "trades' proceeds against the sell fills");
-    let held: Decimal = sqlx::query_scalar("SELECT coalesce(sum(cost), 0) FROM positions")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(held + closed, buys, "buy cost = open cost + closed cost");
+    assert_exactly_equal(
+        db,
+        "(SELECT coalesce(sum(proceeds), 0) FROM trades)",
+        SELLS,
+        "trades' proceeds against the sell fills",
+    )
+    .await;
+    assert_exactly_equal(
+        db,
+        "(SELECT coalesce(sum(cost), 0) FROM positions) + (SELECT coalesce(sum(cost), 0) FROM trades)",
+        BUYS,
+        "buy cost = open cost + closed cost",
+    )
+    .await;
 }
 
 /// At most one order and one fill per client order id (the keys), and at most one job
