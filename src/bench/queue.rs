@@ -15,7 +15,7 @@ use sqlx::{ConnectOptions, PgPool};
 use crate::cli::{print_json, CliError};
 use crate::clock::{Clock, SystemClock};
 use crate::db::{self, Target};
-use crate::queue::{admin, enqueue, enqueue_many, NewJob};
+use crate::queue::{admin, enqueue, enqueue_many, presence, NewJob};
 
 #[derive(Debug, Args)]
 pub struct QueueBenchArgs {
@@ -336,22 +336,13 @@ async fn keeping_worker_for_pickups(
     let mut worker = spawn_worker(url, a.concurrency, a.prefetch, false, PICKUP_WORKER)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let registered: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workers WHERE name = $1)")
-                .bind(PICKUP_WORKER)
-                .fetch_one(pool)
-                .await?;
-        if registered {
+        if presence::is_registered(pool, PICKUP_WORKER).await? {
             let warm_up = NewJob::new("noop", serde_json::json!({})).with_queue(QUEUE);
             enqueue(&mut *pool.acquire().await?, SystemClock.now(), &warm_up).await?;
             wait_none_unfinished(pool, &mut worker, "pickup", Duration::from_millis(5)).await?;
             return Ok(worker);
         }
-        if let Ok(Some(status)) = worker.try_wait() {
-            return Err(CliError::Other(format!(
-                "the pickup worker exited at start ({status})"
-            )));
-        }
+        still_running(&mut worker, "pickup")?;
         if Instant::now() > deadline {
             return Err(CliError::Other(
                 "the pickup worker did not register within 30 s".into(),

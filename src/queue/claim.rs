@@ -174,6 +174,18 @@ pub struct Completion {
     pub in_workflow_run: bool,
 }
 
+impl Completion {
+    /// The completion of `job`'s attempt under lease `token`, with its stored output.
+    pub fn of(job: &Job, token: i64, output: Option<Value>) -> Self {
+        Completion {
+            id: job.id,
+            token,
+            output,
+            in_workflow_run: job.workflow_run_id.is_some(),
+        }
+    }
+}
+
 /// What [`complete_one`] did with the row.
 #[derive(Debug)]
 pub enum CompletedRow {

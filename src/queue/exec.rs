@@ -151,12 +151,7 @@ impl JobRunner {
             RunEnd::Returned(Ok(Outcome::Complete(out)))
                 if ctx.tx.is_none() && !self.in_workflow(&job) =>
             {
-                self.send_completion(Completion {
-                    id: job.id,
-                    token,
-                    output: stored_output(out),
-                    in_workflow_run: job.workflow_run_id.is_some(),
-                })?;
+                self.send_completion(Completion::of(&job, token, stored_output(out)))?;
                 return Ok("completed");
             }
             end => end,
@@ -223,12 +218,7 @@ impl JobRunner {
         let tx = ctx.take_tx();
         if tx.is_none() && !in_workflow {
             // No writes of its own to commit with: completed in the next batch.
-            self.send_completion(Completion {
-                id: job.id,
-                token,
-                output,
-                in_workflow_run: job.workflow_run_id.is_some(),
-            })?;
+            self.send_completion(Completion::of(job, token, output))?;
             return Ok("completed");
         }
         let mut tx = match tx {

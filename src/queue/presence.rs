@@ -35,6 +35,17 @@ ON CONFLICT (name) DO UPDATE SET heartbeat_at = greatest(workers.heartbeat_at, $
 /// Removes the row only if this start wrote it last. Locks: the row.
 const UNREGISTER: &str = "DELETE FROM workers WHERE name = $1 AND started_at = $2";
 
+/// Whether a worker of this name has a row. Reads only; no lock.
+const IS_REGISTERED: &str = "SELECT EXISTS (SELECT 1 FROM workers WHERE name = $1)";
+
+/// Whether a worker named `name` has registered (and not yet left).
+pub async fn is_registered(pool: &PgPool, name: &str) -> Result<bool, QueueError> {
+    Ok(sqlx::query_scalar(IS_REGISTERED)
+        .bind(name)
+        .fetch_one(pool)
+        .await?)
+}
+
 /// The earliest of `$1` and every registered worker's last heartbeat, each written on that
 /// worker's own clock. Reads only; no lock.
 const EARLIEST_CLOCK: &str = "SELECT least($1, min(heartbeat_at)) FROM workers";

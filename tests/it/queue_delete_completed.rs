@@ -10,7 +10,7 @@ use coinpilot::queue::claim::{
 };
 use coinpilot::queue::handler::{Handler, JobContext, JobError, Outcome};
 use coinpilot::queue::runtime::WorkerEvent;
-use coinpilot::queue::{enqueue_many, JobId, JobState, NewJob, Worker};
+use coinpilot::queue::{JobId, JobState, NewJob, Worker};
 use serde_json::json;
 
 use crate::support::*;
@@ -28,13 +28,6 @@ impl Handler for WritesInItsTransaction {
             .await?;
         Ok(Outcome::done())
     }
-}
-
-async fn put_all(db: &TestDb, now: chrono::DateTime<chrono::Utc>, jobs: &[NewJob]) -> Vec<JobId> {
-    let mut tx = db.pool.begin().await.unwrap();
-    let ids = enqueue_many(&mut tx, now, jobs).await.unwrap();
-    tx.commit().await.unwrap();
-    ids.into_iter().map(|e| e.id).collect()
 }
 
 async fn mark_in_workflow(db: &TestDb, id: JobId) {
@@ -58,8 +51,8 @@ async fn a_deleting_worker_keeps_only_outputs_workflow_steps_and_failures() {
     let db = TestDb::new().await;
     let (clock, shared) = manual_clock();
     let now = clock.now();
-    let plain = put_all(&db, now, &vec![NewJob::new("noop", json!({})); 20]).await;
-    let mut kept = put_all(
+    let plain = enqueue_all(&db, now, &vec![NewJob::new("noop", json!({})); 20]).await;
+    let mut kept = enqueue_all(
         &db,
         now,
         &[
@@ -69,8 +62,8 @@ async fn a_deleting_worker_keeps_only_outputs_workflow_steps_and_failures() {
     )
     .await;
     mark_in_workflow(&db, kept[1]).await;
-    let in_tx = put_all(&db, now, &[NewJob::new("writes_in_tx", json!({}))]).await[0];
-    let failed = put_all(
+    let in_tx = enqueue_all(&db, now, &[NewJob::new("writes_in_tx", json!({}))]).await[0];
+    let failed = enqueue_all(
         &db,
         now,
         &[NewJob::new("no_such_kind", json!({})).with_max_attempts(1)],
@@ -137,7 +130,7 @@ async fn a_deleting_completion_still_needs_the_current_lease() {
     let jobs: Vec<NewJob> = (1..=5)
         .map(|n| NewJob::new("noop", json!({ "n": n })))
         .collect();
-    let ids = put_all(&db, now, &jobs).await;
+    let ids = enqueue_all(&db, now, &jobs).await;
     mark_in_workflow(&db, ids[1]).await;
     mark_in_workflow(&db, ids[4]).await;
     let claimed = claim_batch(&db.pool, "default", now, 5, "w", Duration::from_secs(60))

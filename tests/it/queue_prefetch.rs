@@ -10,7 +10,7 @@ use coinpilot::clock::Clock;
 use coinpilot::queue::admin;
 use coinpilot::queue::handler::{Handler, JobContext, JobError, Outcome};
 use coinpilot::queue::runtime::WorkerEvent;
-use coinpilot::queue::{enqueue_many, JobEvent, JobId, JobState, NewJob, Worker};
+use coinpilot::queue::{JobEvent, JobId, JobState, NewJob, Worker};
 use serde_json::json;
 
 use crate::support::*;
@@ -50,10 +50,7 @@ async fn put_gauges(
     let jobs: Vec<NewJob> = (0..n)
         .map(|_| NewJob::new("gauge", json!({ "ms": ms })))
         .collect();
-    let mut tx = db.pool.begin().await.unwrap();
-    let ids = enqueue_many(&mut tx, now, &jobs).await.unwrap();
-    tx.commit().await.unwrap();
-    ids.into_iter().map(|e| e.id).collect()
+    enqueue_all(db, now, &jobs).await
 }
 
 fn worker(

@@ -12,7 +12,7 @@ use coinpilot::clock::{ManualClock, SharedClock};
 use coinpilot::db;
 use coinpilot::queue::builtin::register_builtins;
 use coinpilot::queue::runtime::WorkerEvent;
-use coinpilot::queue::{HandlerRegistry, Worker, WorkerConfig};
+use coinpilot::queue::{enqueue_many, HandlerRegistry, JobId, NewJob, Worker, WorkerConfig};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tokio::sync::broadcast;
@@ -161,6 +161,20 @@ impl TestDb {
             .await
             .expect(sql)
     }
+}
+
+/// Enqueues `jobs` in one committed transaction; their ids in input order.
+pub async fn enqueue_all(
+    db: &TestDb,
+    now: chrono::DateTime<chrono::Utc>,
+    jobs: &[NewJob],
+) -> Vec<JobId> {
+    let mut tx = db.pool.begin().await.expect("begin");
+    let ids = enqueue_many(&mut tx, now, jobs)
+        .await
+        .expect("enqueue_many");
+    tx.commit().await.expect("commit");
+    ids.into_iter().map(|e| e.id).collect()
 }
 
 pub fn registry() -> HandlerRegistry {

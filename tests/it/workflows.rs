@@ -118,6 +118,19 @@ impl Bundle {
     async fn wait_run(&self, id: i64, state: RunState) -> store::RunView {
         wait_run(&self.db.pool, id, state).await
     }
+
+    /// Runs a trade cycle on an entry signal to success; its collect → evaluate → review →
+    /// buy steps all completed.
+    async fn entry_cycle(&self) -> (i64, store::RunView) {
+        let run = self
+            .start(&trade_cycle("entry", true), json!({"market": "KRW-BTC"}))
+            .await;
+        let v = self.wait_run(run, RunState::Succeeded).await;
+        for step in ["collect", "evaluate", "review", "buy"] {
+            assert_eq!(state_of(&v, step), StepState::Completed, "{step}");
+        }
+        (run, v)
+    }
 }
 
 async fn wait_run(pool: &sqlx::PgPool, id: i64, state: RunState) -> store::RunView {
@@ -140,13 +153,7 @@ fn state_of(v: &store::RunView, step: &str) -> StepState {
 #[tokio::test]
 async fn an_entry_signal_runs_review_then_buy_and_skips_sell() {
     let b = setup().await;
-    let run = b
-        .start(&trade_cycle("entry", true), json!({"market": "KRW-BTC"}))
-        .await;
-    let v = b.wait_run(run, RunState::Succeeded).await;
-    for step in ["collect", "evaluate", "review", "buy"] {
-        assert_eq!(state_of(&v, step), StepState::Completed, "{step}");
-    }
+    let (_, v) = b.entry_cycle().await;
     assert_eq!(state_of(&v, "sell"), StepState::Skipped);
     // Run args reach every step; a step's own args win; a step sees its parents' outputs.
     let output = |step: &str| {
@@ -168,13 +175,7 @@ async fn a_worker_that_deletes_completed_jobs_keeps_every_workflow_step() {
     let mut config = test_config("wf-deleting");
     config.completed = coinpilot::queue::claim::CompletedJobs::Delete;
     let b = setup_with(config).await;
-    let run = b
-        .start(&trade_cycle("entry", true), json!({"market": "KRW-BTC"}))
-        .await;
-    let v = b.wait_run(run, RunState::Succeeded).await;
-    for step in ["collect", "evaluate", "review", "buy"] {
-        assert_eq!(state_of(&v, step), StepState::Completed, "{step}");
-    }
+    let (run, _) = b.entry_cycle().await;
     let kept =
         b.db.count(&format!(
             "SELECT count(*) FROM jobs WHERE workflow_run_id = {run} AND state = 'completed'"
